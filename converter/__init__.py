@@ -1,0 +1,1 @@
+"""model.keras -> validated bundle (int8 TFLite for Coral/CPU, Q/DQ ONNX for Jetson)."""

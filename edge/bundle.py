@@ -1,0 +1,224 @@
+"""The one definition of a deployable model: labels, manifest schema and preprocessing.
+
+The trainer's evaluation, the converter's validation and the edge agent all call
+`preprocess` from here, so the tensor a model sees is the same everywhere (a parity
+test holds them equal). Importing this module is cheap: numpy, pydantic, and OpenCV
+only when a function that needs it is called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge.errors import BadFrame, BundleError
+
+LABELS: tuple[str, ...] = ("Benign", "Early", "Pre", "Pro")
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+FORMATS = ("tflite-int8", "tflite-fp32", "tflite-fp16", "tflite-edgetpu", "onnx-fp32", "onnx-qdq")
+Format = Literal["tflite-int8", "tflite-fp32", "tflite-fp16", "tflite-edgetpu", "onnx-fp32", "onnx-qdq"]
+
+
+class StainNorm(BaseModel):
+    """Per-image colour normalisation applied after crop/resize (see edge/stain.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["none", "reinhard", "macenko"] = "none"
+    target: dict[str, list[float] | list[list[float]]] = Field(default_factory=dict)
+
+
+class InputSpec(BaseModel):
+    """What the model file takes: uint8 RGB HxWx3, after a centre square crop and INTER_AREA resize."""
+
+    model_config = ConfigDict(extra="forbid")
+    height: int = Field(224, ge=16, le=4096)
+    width: int = Field(224, ge=16, le=4096)
+    color: Literal["RGB"] = "RGB"
+    dtype: Literal["uint8"] = "uint8"
+    crop: Literal["center-square"] = "center-square"
+    resize: Literal["INTER_AREA"] = "INTER_AREA"
+    stain_norm: StainNorm = Field(default_factory=StainNorm)
+
+
+class Quant(BaseModel):
+    scale: float
+    zero_point: int
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    path: str
+    format: Format
+    sha256: str
+    size_bytes: int | None = None
+    input_quant: Quant | None = None
+    output_quant: Quant | None = None
+
+
+class Thresholds(BaseModel):
+    """The abstain band: a decision is `refer` when the top probability is below `refer_below`."""
+
+    model_config = ConfigDict(extra="allow")
+    refer_below: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    arch: Literal["mobilenetv2", "custom_cnn"]
+    labels: list[str] = Field(default_factory=lambda: list(LABELS))
+    input: InputSpec = Field(default_factory=InputSpec)
+    files: list[FileEntry] = Field(default_factory=list)
+    metrics: dict[str, dict] = Field(default_factory=dict)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    training: dict = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+
+    def file(self, fmt: str) -> FileEntry:
+        for entry in self.files:
+            if entry.format == fmt:
+                return entry
+        have = ", ".join(e.format for e in self.files) or "none"
+        raise BundleError(f"bundle {self.name!r} has no {fmt} file (has: {have})")
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def as_rgb_uint8(frame: np.ndarray) -> np.ndarray:
+    """Check a decoded frame and return it as HxWx3 uint8 RGB.
+
+    RGBA loses its alpha channel; grayscale, 16-bit, float and empty frames are refused
+    with a BadFrame naming the problem (a smear classifier has no use for them, and
+    guessing a rescale would hide a misconfigured camera).
+    """
+    if not isinstance(frame, np.ndarray) or frame.size == 0:
+        raise BadFrame("empty frame")
+    if frame.dtype != np.uint8:
+        raise BadFrame(f"frame dtype is {frame.dtype}, expected uint8 (8-bit RGB)")
+    if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
+        raise BadFrame(f"grayscale frame {frame.shape}, expected colour RGB")
+    if frame.ndim != 3 or frame.shape[2] not in (3, 4):
+        raise BadFrame(f"frame shape {frame.shape}, expected HxWx3 RGB")
+    if frame.shape[0] < 16 or frame.shape[1] < 16:
+        raise BadFrame(f"frame {frame.shape[1]}x{frame.shape[0]} is too small")
+    return frame[:, :, :3]
+
+
+def center_square(frame: np.ndarray) -> np.ndarray:
+    h, w = frame.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return frame[top : top + side, left : left + side]
+
+
+def preprocess(frame: np.ndarray, spec: InputSpec | int = 224) -> np.ndarray:
+    """Frame (HxWx3 uint8 RGB, any size) -> model input (spec.height x spec.width x 3 uint8).
+
+    Centre square crop, then cv2.INTER_AREA resize, then the manifest's stain
+    normalisation if any. No scaling to floats: that is a layer inside the model.
+    """
+    import cv2
+
+    if isinstance(spec, int):
+        spec = InputSpec(height=spec, width=spec)
+    rgb = center_square(as_rgb_uint8(frame))
+    if rgb.shape[0] != spec.height or rgb.shape[1] != spec.width:
+        rgb = cv2.resize(rgb, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
+    if spec.stain_norm.method != "none":
+        from edge import stain
+
+        rgb = stain.normalize(rgb, spec.stain_norm)
+    return np.ascontiguousarray(rgb)
+
+
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    """Encoded bytes (JPEG, PNG, ...) -> HxWx3 uint8 RGB, or BadFrame naming `name`."""
+    import cv2
+
+    if not data:
+        raise BadFrame(f"{name}: empty file")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise BadFrame(f"{name}: not a decodable image (corrupt or truncated?)")
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
+    elif img.ndim == 3 and img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    try:
+        return as_rgb_uint8(img)
+    except BadFrame as exc:
+        raise BadFrame(f"{name}: {exc}") from None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 RGB; BadFrame (naming the file) if it cannot be used."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadFrame(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return decode_image(data, str(path))
+
+
+# --------------------------------------------------------------------------- bundles
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(bundle_dir: str | Path, manifest: Manifest) -> Path:
+    path = Path(bundle_dir) / MANIFEST
+    path.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def load_manifest(bundle_dir: str | Path, verify: bool = True) -> Manifest:
+    """Read BUNDLE/manifest.json; with verify, check every listed file exists and matches its sha256."""
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{path}: no manifest (is {bundle_dir} a leukedge bundle?)")
+    try:
+        manifest = Manifest.model_validate(json.loads(path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise BundleError(f"{path}: field {where}: {err['msg']}") from None
+    if manifest.schema_version != SCHEMA_VERSION:
+        raise BundleError(f"{path}: schema_version {manifest.schema_version}, this agent reads {SCHEMA_VERSION}")
+    if len(manifest.labels) != len(set(manifest.labels)) or not manifest.labels:
+        raise BundleError(f"{path}: labels {manifest.labels} must be a non-empty list of unique names")
+    if verify:
+        for entry in manifest.files:
+            verify_file(bundle_dir, entry)
+    return manifest
+
+
+def verify_file(bundle_dir: str | Path, entry: FileEntry) -> Path:
+    """Path of a bundle file after checking it exists and its sha256 matches the manifest."""
+    path = Path(bundle_dir) / entry.path
+    if not path.is_file():
+        raise BundleError(f"{path}: missing ({entry.format} listed in the manifest)")
+    digest = sha256_file(path)
+    if digest != entry.sha256:
+        raise BundleError(
+            f"{path}: sha256 mismatch (manifest {entry.sha256[:12]}..., file {digest[:12]}...): "
+            "the file changed after the bundle was made"
+        )
+    return path

@@ -1,0 +1,1 @@
+"""Workstation side: synthetic smears, the ALL data set loader, training and evaluation."""
