@@ -37,7 +37,8 @@ IO = 240.0  # transmitted light intensity (white background)
 BETA = 0.15  # optical density below which a pixel counts as background
 ALPHA = 1.0  # percentile for the robust extreme angles
 MIN_TISSUE = 64  # fewer stained pixels than this: leave the image as it is
-OD_LUT = -np.log((np.arange(256, dtype=np.float64) + 1.0) / IO)
+OD_LUT = (-np.log((np.arange(256, dtype=np.float64) + 1.0) / IO)).astype(np.float32)
+OD_MIN = int(np.searchsorted(-OD_LUT, -BETA))  # RGB levels below this are stained (OD > BETA)
 
 
 def normalize(rgb: np.ndarray, norm: StainNorm) -> np.ndarray:
@@ -121,9 +122,14 @@ def _stain_vectors(od: np.ndarray) -> np.ndarray | None:
     return he / norms
 
 
+def _tissue_mask(rgb: np.ndarray) -> np.ndarray:
+    """Pixels whose optical density exceeds BETA in every channel (flat boolean mask)."""
+    flat = rgb.reshape(-1, 3)
+    return np.maximum(np.maximum(flat[:, 0], flat[:, 1]), flat[:, 2]) < OD_MIN
+
+
 def _tissue_od(rgb: np.ndarray) -> np.ndarray:
-    od = OD_LUT[rgb.reshape(-1, 3)]
-    return od[np.all(od > BETA, axis=1)]
+    return OD_LUT[rgb.reshape(-1, 3)[_tissue_mask(rgb)]].astype(np.float64)
 
 
 def _max_concentrations(od: np.ndarray, he: np.ndarray) -> np.ndarray:
@@ -156,13 +162,14 @@ def _macenko(rgb: np.ndarray, target: dict) -> np.ndarray:
         raise BadInput(f"stain_norm.target.stain_matrix: expected 3x2 values, got shape {he_ref.shape}")
     max_ref = _target_vector(target, "max_conc", 2)
     od_all = OD_LUT[rgb.reshape(-1, 3)]
-    he = _stain_vectors(od_all[np.all(od_all > BETA, axis=1)])
+    tissue = od_all[_tissue_mask(rgb)]
+    he = _stain_vectors(tissue.astype(np.float64))
     if he is None:  # background only: nothing to re-stain
         return rgb
-    conc = od_all @ np.linalg.pinv(he).T
-    max_c = np.percentile(conc[np.all(od_all > BETA, axis=1)], 99, axis=0)
-    conc *= max_ref / np.maximum(max_c, 1e-6)
-    out = IO * np.exp(-(conc @ he_ref.T))
+    to_conc = np.linalg.pinv(he).T.astype(np.float32)
+    max_c = np.percentile(tissue @ to_conc, 99, axis=0)
+    rescale = (max_ref / np.maximum(max_c, 1e-6)).astype(np.float32)
+    out = IO * np.exp(-(od_all @ (to_conc * rescale) @ he_ref.T.astype(np.float32)))
     return np.clip(out, 0, 255).astype(np.uint8).reshape(rgb.shape)
 
 

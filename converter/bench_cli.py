@@ -1,0 +1,73 @@
+"""`leukedge bench BUNDLE [--data DIR]`: the validation table again, on any folder.
+
+Without --data it prints BUNDLE/validation.json as written at conversion. With --data it
+runs every bundle file that runs on this machine (through the edge backends, the agent's
+own code path) over the labelled images under DIR and compares them with the bundle's
+float file (onnx-fp32 or tflite-fp32), or with the first format when there is none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", type=Path, help="bundle folder (manifest.json)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="folder of labelled images (ALL layout or one folder per class) to measure on")
+    p.add_argument("--subset", default="Original", help="ALL-layout subset under --data (default Original)")
+    p.add_argument("--limit", type=int, default=None, help="use at most this many images (class-balanced)")
+    p.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
+
+
+def bench(bundle: Path, data: Path, subset: str = "Original", limit: int | None = None) -> dict:
+    """validation.json-shaped dict for the bundle's files on the images under `data`."""
+    from converter.calibration import select_balanced
+    from converter.validate import BACKEND_FOR, row, run_format, summarize
+    from edge.bundle import load_manifest
+    from edge.errors import BadInput
+    from trainer.data import load_images, scan
+
+    manifest = load_manifest(bundle, verify=True)
+    items = scan(data, subset).items
+    if limit:
+        items = select_balanced(items, limit)
+    spec = manifest.input
+    stain = spec.stain_norm if spec.stain_norm.method != "none" else None
+    x, y, bad = load_images(items, spec.height, progress=False, stain=stain)
+    if len(x) == 0:
+        raise BadInput(f"{data}: no readable images")
+    runnable = [e for e in manifest.files if e.format in BACKEND_FOR]
+    if not runnable:
+        raise BadInput(f"{bundle}: no file that runs on this machine ({[e.format for e in manifest.files]})")
+    outputs = {e.format: run_format(Path(bundle) / e.path, e.format, x) for e in runnable}
+    ref_fmt = next((f for f in ("onnx-fp32", "tflite-fp32") if f in outputs), runnable[0].format)
+    ref = outputs[ref_fmt][0]
+    rows = [row(e.format, Path(bundle) / e.path, y, *outputs[e.format][:1], ref, outputs[e.format][1],
+                manifest.labels) for e in runnable]
+    note = f"{data}, n={len(y)}" + (f", {len(bad)} unreadable skipped" if bad else "")
+    return {"float_accuracy": summarize(y, ref, manifest.labels)["accuracy"], "reference": ref_fmt,
+            "split": note, "n": int(len(y)), "formats": rows}
+
+
+def run(args: argparse.Namespace) -> int:
+    from converter.validate import format_table
+    from edge.bundle import load_manifest
+    from edge.errors import BadInput
+
+    if args.data is None:
+        manifest = load_manifest(args.bundle, verify=True)
+        path = args.bundle / "validation.json"
+        if not path.is_file():
+            raise BadInput(f"{path}: missing; pass --data DIR to measure the bundle on a folder")
+        validation = json.loads(path.read_text())
+    else:
+        validation = bench(args.bundle, args.data, args.subset, args.limit)
+        manifest = load_manifest(args.bundle, verify=False)
+    print(f"bundle {manifest.name} ({manifest.arch}, {manifest.input.height}x{manifest.input.width})")
+    print(format_table(validation, manifest.labels))
+    if args.json:
+        args.json.write_text(json.dumps(validation, indent=2) + "\n")
+    return 0

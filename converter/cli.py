@@ -1,0 +1,38 @@
+"""`leukedge convert RUN --out BUNDLE`: quantize a trained model into a validated bundle."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edge.bundle import FORMATS
+
+DEFAULT_FORMATS = "tflite-int8,onnx-fp32,onnx-qdq"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="training run folder (model.keras, split.json)")
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to write (replaced atomically)")
+    p.add_argument("--formats", default=DEFAULT_FORMATS,
+                   help=f"comma-separated, from: {', '.join(FORMATS)} (default {DEFAULT_FORMATS})")
+    p.add_argument("--calib", type=int, default=300,
+                   help="class-balanced calibration images from the training split (default 300; fewer warns)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="data set root, if it moved since training (re-roots split.json's paths)")
+    p.add_argument("--max-drop", type=float, default=0.5,
+                   help="largest int8 accuracy drop vs float Keras, percentage points (default 0.5); over it: exit 2")
+    p.add_argument("--qat", action="store_true",
+                   help="when int8 misses --max-drop: quantization-aware fine-tuning (fake-quant weights "
+                        "and activations), then convert again (see docs/converter.md)")
+    p.add_argument("--allow-cpu-fallback", action="store_true",
+                   help="accept an Edge TPU compilation where some ops run on the CPU")
+    p.add_argument("--name", default=None, help="bundle name in the manifest (default: the --out folder name)")
+    p.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from converter.convert import convert
+
+    convert(args.run, args.out, formats=args.formats, calib=args.calib, data=args.data, max_drop=args.max_drop,
+            qat=args.qat, allow_cpu_fallback=args.allow_cpu_fallback, name=args.name, seed=args.seed)
+    return 0

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Install the leukedge agent on an NVIDIA Jetson (JetPack 5 or 6). Run from a checkout, as root.
+#
+# The agent runs the bundle's Q/DQ ONNX file with ONNX Runtime on TensorRT (or CUDA). PyPI's
+# onnxruntime-gpu is not built for Jetson: give the wheel that matches your JetPack with
+# --ort-wheel (a file or URL, e.g. from NVIDIA's Jetson AI Lab package index) or --ort-index.
+# Without one, the CPU build from PyPI is installed and the agent says so in `info`.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=deploy/lib.sh
+source "$HERE/../lib.sh"
+# shellcheck source=deploy/agent-lib.sh
+source "$HERE/../agent-lib.sh"
+
+usage() {
+    cat <<EOF
+Usage: sudo $(basename "$0") [--dry-run] [--device-id ID] [--bundle DIR] [--source URI]
+                          [--mqtt URL] [--mqtt-password-file FILE]
+                          [--ort-wheel FILE|URL | --ort-index URL] [--build-engine]
+                          [--prefix DIR] [--start] [--force]
+
+  --device-id ID      this box's id on MQTT (default: the host name)
+  --bundle DIR        a converted bundle with an onnx-qdq (or onnx-fp32) file
+  --source URI        frame source (default cv:0; also /dev/videoN, rtsp://..., a file)
+  --mqtt URL          broker (default mqtt://127.0.0.1:1883)
+  --mqtt-password-file FILE   the device's broker password (see deploy/mosquitto/add-device.sh)
+  --ort-wheel W       onnxruntime-gpu wheel built for this JetPack (file or URL)
+  --ort-index URL     a pip index with Jetson onnxruntime-gpu wheels
+  --build-engine      also build and time a TensorRT engine from the bundle's Q/DQ ONNX on
+                      this device (deploy/jetson/build_engine.sh)
+  --prefix DIR        where the venv and bundle go (default /opt/leukedge)
+  --start             check the config as the agent user, then start the service
+  --force             install even if this does not look like a Jetson
+  --dry-run           print every step, change nothing
+EOF
+}
+
+SRC=$(cd "$HERE/../.." && pwd)
+PREFIX=/opt/leukedge
+CONF_DIR=/etc/leukedge
+AGENT_USER=leukedge
+DEVICE_ID=$(hostname | sed 's/[^A-Za-z0-9._-]/-/g')
+SOURCE_URI=cv:0
+BACKEND=auto
+MQTT_URL=mqtt://127.0.0.1:1883
+MQTT_PASSWORD_FILE=
+BUNDLE=
+ORT_WHEEL=
+ORT_INDEX=
+ENGINE=0
+START=0
+FORCE=0
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --dry-run) DRY_RUN=1 ;;
+    --device-id) DEVICE_ID=${2:?--device-id needs an id}; shift ;;
+    --bundle) BUNDLE=${2:?--bundle needs a directory}; shift ;;
+    --source) SOURCE_URI=${2:?--source needs a URI}; shift ;;
+    --mqtt) MQTT_URL=${2:?--mqtt needs a URL}; shift ;;
+    --mqtt-password-file) MQTT_PASSWORD_FILE=${2:?--mqtt-password-file needs a file}; shift ;;
+    --ort-wheel) ORT_WHEEL=${2:?--ort-wheel needs a file or URL}; shift ;;
+    --ort-index) ORT_INDEX=${2:?--ort-index needs a URL}; shift ;;
+    --build-engine) ENGINE=1 ;;
+    --prefix) PREFIX=${2:?--prefix needs a directory}; shift ;;
+    --start) START=1 ;;
+    --force) FORCE=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+    esac
+    shift
+done
+check_args
+[[ -z $ORT_WHEEL || -z $ORT_INDEX ]] || die "give --ort-wheel or --ort-index, not both"
+[[ $ENGINE == 0 || -n $BUNDLE ]] || die "--build-engine needs --bundle"
+need_root "$@"
+
+if [[ ! -f /etc/nv_tegra_release ]]; then
+    [[ $FORCE == 1 || $DRY_RUN == 1 ]] || die "no /etc/nv_tegra_release: this is not a Jetson (--force to go on)"
+    warn "no /etc/nv_tegra_release: this does not look like a Jetson; going on"
+fi
+
+say "system packages: Python venv (TensorRT's Python bindings come with JetPack)"
+run apt-get update
+run apt-get install -y --no-install-recommends python3-venv python3-pip
+
+create_user video render
+
+constraints=()
+if system_numpy_pin "$PREFIX/constraints.txt"; then constraints=(-c "$PREFIX/constraints.txt"); fi
+make_venv "${constraints[@]}"
+
+say "ONNX Runtime"
+pip=("$PREFIX/venv/bin/pip" install --quiet "${constraints[@]}")
+if [[ -n $ORT_WHEEL ]]; then
+    run "${pip[@]}" "$ORT_WHEEL"
+elif [[ -n $ORT_INDEX ]]; then
+    run "${pip[@]}" --extra-index-url "$ORT_INDEX" onnxruntime-gpu
+else
+    warn "no --ort-wheel/--ort-index: installing the CPU onnxruntime; TensorRT and CUDA stay unused"
+    run "${pip[@]}" onnxruntime
+fi
+
+install_bundle
+if [[ $ENGINE == 1 ]]; then
+    dry=()
+    [[ $DRY_RUN == 1 ]] && dry=(--dry-run)
+    "$HERE/build_engine.sh" "${dry[@]}" "$PREFIX/bundle"
+fi
+install_config
+install_unit "$SRC/deploy/systemd/jetson.conf"
+if [[ $START == 1 ]]; then start_agent; else say "start it with: systemctl start leukedge-agent"; fi

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Install the leukedge agent on Raspberry Pi OS Bookworm (64-bit) with a Pi camera and,
+# optionally, a Coral USB Edge TPU. Run from a checkout of the repository, as root.
+#
+# pycoral is NOT installed: it has no wheels for Python 3.11 (Bookworm's Python) and is not
+# needed, because LiteRT loads the Edge TPU delegate itself (load_delegate("libedgetpu.so.1")).
+# Only the Edge TPU runtime library, libedgetpu1-std, comes from Coral's apt repository.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=deploy/lib.sh
+source "$HERE/../lib.sh"
+# shellcheck source=deploy/agent-lib.sh
+source "$HERE/../agent-lib.sh"
+
+usage() {
+    cat <<EOF
+Usage: sudo $(basename "$0") [--dry-run] [--device-id ID] [--bundle DIR] [--source URI]
+                          [--mqtt URL] [--mqtt-password-file FILE] [--with-broker]
+                          [--no-coral] [--prefix DIR] [--start] [--force]
+
+  --device-id ID      this box's id on MQTT (default: the host name)
+  --bundle DIR        a converted bundle (manifest.json + model files) to install
+  --source URI        frame source (default picam: - the Pi camera via picamera2)
+  --mqtt URL          broker (default mqtt://127.0.0.1:1883, the local broker)
+  --mqtt-password-file FILE   the device's broker password (see deploy/mosquitto/add-device.sh)
+  --with-broker       also set up the clinic broker on this box (deploy/mosquitto/install-broker.sh)
+                      with a user for this device; its password is used for the agent
+  --no-coral          skip the Coral Edge TPU runtime
+  --prefix DIR        where the venv and bundle go (default /opt/leukedge)
+  --start             check the config as the agent user, then start the service
+  --force             install even if this is not Raspberry Pi OS Bookworm
+  --dry-run           print every step, change nothing
+EOF
+}
+
+SRC=$(cd "$HERE/../.." && pwd)
+PREFIX=/opt/leukedge
+CONF_DIR=/etc/leukedge
+AGENT_USER=leukedge
+DEVICE_ID=$(hostname | sed 's/[^A-Za-z0-9._-]/-/g')
+SOURCE_URI=picam:
+BACKEND=auto
+MQTT_URL=mqtt://127.0.0.1:1883
+MQTT_PASSWORD_FILE=
+BUNDLE=
+BROKER=0
+CORAL=1
+START=0
+FORCE=0
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --dry-run) DRY_RUN=1 ;;
+    --device-id) DEVICE_ID=${2:?--device-id needs an id}; shift ;;
+    --bundle) BUNDLE=${2:?--bundle needs a directory}; shift ;;
+    --source) SOURCE_URI=${2:?--source needs a URI}; shift ;;
+    --mqtt) MQTT_URL=${2:?--mqtt needs a URL}; shift ;;
+    --mqtt-password-file) MQTT_PASSWORD_FILE=${2:?--mqtt-password-file needs a file}; shift ;;
+    --with-broker) BROKER=1 ;;
+    --no-coral) CORAL=0 ;;
+    --prefix) PREFIX=${2:?--prefix needs a directory}; shift ;;
+    --start) START=1 ;;
+    --force) FORCE=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+    esac
+    shift
+done
+check_args
+need_root "$@"
+
+codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-unknown}")
+if [[ $codename != bookworm ]]; then
+    [[ $FORCE == 1 || $DRY_RUN == 1 ]] || die "this is '$codename', not Raspberry Pi OS Bookworm (--force to go on)"
+    warn "this is '$codename', not Bookworm; going on"
+fi
+
+say "system packages: Python venv, picamera2 (libcamera) from Raspberry Pi OS"
+packages=(python3-venv python3-pip python3-picamera2)
+[[ $BROKER == 0 ]] || packages+=(mosquitto mosquitto-clients)
+run apt-get update
+# --no-install-recommends keeps picamera2's desktop preview (Qt, OpenGL) off a headless box.
+run apt-get install -y --no-install-recommends "${packages[@]}"
+
+if [[ $CORAL == 1 ]]; then
+    say "Coral Edge TPU runtime (libedgetpu1-std) from Coral's apt repository"
+    keyring=/usr/share/keyrings/coral-edgetpu.gpg
+    run curl -fsSL -o /tmp/coral-apt-key.gpg https://packages.cloud.google.com/apt/doc/apt-key.gpg
+    run gpg --dearmor --yes -o "$keyring" /tmp/coral-apt-key.gpg
+    run rm -f /tmp/coral-apt-key.gpg
+    echo "deb [signed-by=$keyring] https://packages.cloud.google.com/apt coral-edgetpu-stable main" \
+        | write_file /etc/apt/sources.list.d/coral-edgetpu.list 644
+    run apt-get update
+    run apt-get install -y libedgetpu1-std
+    # The package ships a udev rule giving group plugdev the USB accelerator; write the same
+    # rule if it is missing (both USB ids: before and after the firmware is loaded).
+    if [[ $DRY_RUN == 1 ]] || ! compgen -G "/lib/udev/rules.d/*edgetpu*.rules" >/dev/null; then
+        printf '%s\n' "# Coral USB Accelerator: usable by group plugdev (leukedge-agent is a member)" \
+            'SUBSYSTEM=="usb", ATTRS{idVendor}=="1a6e", ATTRS{idProduct}=="089a", GROUP="plugdev", MODE="0660"' \
+            'SUBSYSTEM=="usb", ATTRS{idVendor}=="18d1", ATTRS{idProduct}=="9302", GROUP="plugdev", MODE="0660"' \
+            | write_file /etc/udev/rules.d/71-leukedge-edgetpu.rules 644
+    fi
+    run udevadm control --reload-rules
+    run udevadm trigger --subsystem-match=usb
+    say "pycoral is not installed: no Python 3.11 wheels, and LiteRT loads the Edge TPU delegate itself"
+fi
+
+create_user video plugdev
+
+constraints=()
+if system_numpy_pin "$PREFIX/constraints.txt"; then constraints=(-c "$PREFIX/constraints.txt"); fi
+make_venv "${constraints[@]}"
+
+if [[ $BROKER == 1 ]]; then
+    dry=()
+    [[ $DRY_RUN == 1 ]] && dry=(--dry-run)
+    "$SRC/deploy/mosquitto/install-broker.sh" "${dry[@]}" --device "$DEVICE_ID" --restart
+    MQTT_PASSWORD_FILE=/etc/mosquitto/leukedge/secrets/$DEVICE_ID.password
+fi
+
+install_bundle
+install_config
+install_unit ""
+if [[ $START == 1 ]]; then start_agent; else say "start it with: systemctl start leukedge-agent"; fi

@@ -1,0 +1,89 @@
+"""`leukedge agent`: run the edge agent from a config file and/or flags; `--check` to dry-run it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML or TOML config (see deploy/agent.example.yaml)")
+    p.add_argument("--bundle", type=Path, help="bundle directory (overrides `bundle`)")
+    p.add_argument("--source", help="picam:, cv:0, /dev/video0, rtsp://..., a video file or an image folder")
+    p.add_argument("--loop", action="store_true", default=None, help="replay a file or folder forever")
+    p.add_argument("--mqtt", metavar="URL", help="broker, mqtt://host:1883 or mqtts://host:8883; 'off' runs offline")
+    p.add_argument("--device-id", help="device id: topic prefix level and message id prefix")
+    p.add_argument("--backend", help="auto, litert, edgetpu, tflite-runtime, onnxruntime[-trt|-cuda|-cpu]")
+    p.add_argument("--gate", choices=["still", "continuous"], help="field gate mode")
+    p.add_argument("--outbox", type=Path, help="outbox SQLite file")
+    p.add_argument("--result-log", type=Path, help="local JSON-lines results log")
+    p.add_argument("--drain-timeout", type=float, help="seconds to wait for PUBACKs after a finite source ends")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--check", action="store_true",
+                   help="validate config and bundle, load the backend, try the broker, print what would run")
+
+
+def overrides(args) -> dict:
+    return {
+        "bundle": args.bundle, "device_id": args.device_id, "drain_timeout_s": args.drain_timeout,
+        "max_frames": args.max_frames,
+        "source": {"uri": args.source, "loop": args.loop},
+        "mqtt": {"url": args.mqtt},
+        "backend": {"name": args.backend},
+        "gate": {"mode": args.gate},
+        "outbox": {"path": args.outbox},
+        "result_log": {"path": args.result_log},
+    }
+
+
+def run(args) -> int:
+    from edge.config import load_config
+    from edge.errors import BadInput
+
+    data = overrides(args)
+    if args.config is None and args.bundle is None:
+        raise BadInput("agent: give --config FILE or at least --bundle DIR")
+    cfg = load_config(args.config, data)
+    if args.check:
+        return check(cfg)
+    from edge.agent import Agent
+
+    return Agent(cfg).run()
+
+
+def check(cfg) -> int:
+    """Validate everything a run needs without running it; 0 when all of it works."""
+    import numpy as np
+
+    from edge.backends import load_for_manifest
+    from edge.bundle import load_manifest
+    from edge.sources import make_source
+
+    print(f"config    ok: device {cfg.device_id}, gate {cfg.gate.mode}, outbox {cfg.outbox.path}")
+    manifest = load_manifest(cfg.bundle)
+    print(f"bundle    ok: {manifest.name} ({manifest.arch}), labels {', '.join(manifest.labels)}, "
+          f"{len(manifest.files)} files sha256-verified, refer below {manifest.thresholds.refer_below}")
+    b = cfg.backend
+    backend, entry = load_for_manifest(cfg.bundle, manifest, b.name, b.threads, b.allow_fallback, b.device)
+    probs = backend.infer(np.zeros(backend.input_shape, np.uint8))
+    print(f"backend   ok: {backend.name} on {entry.path} ({entry.format}), input {backend.input_shape}, "
+          f"{probs.shape[0]} outputs")
+    failed = 0
+    try:
+        src = make_source(cfg.source.uri, cfg.source.width, cfg.source.height, cfg.source.watchdog.stall_s).open()
+        src.close()
+        print(f"source    ok: {cfg.source.uri}{' (loop)' if cfg.source.loop else ''}")
+    except Exception as exc:  # noqa: BLE001 - report any source failure as one line
+        failed += 1
+        print(f"source    FAILED: {exc}")
+    if cfg.mqtt.url:
+        from edge.publisher import probe
+
+        answer = probe(cfg.mqtt, cfg.device_id)
+        failed += answer != "ok"
+        print(f"broker    {'ok' if answer == 'ok' else 'FAILED'}: {cfg.mqtt.url} topics {cfg.mqtt.prefix}/{cfg.device_id}/"
+              + ("" if answer == "ok" else f" ({answer})"))
+    else:
+        print("broker    off: results stay in the outbox and the local log")
+    print("would run:", "yes" if not failed else "no")
+    return 1 if failed else 0

@@ -1,0 +1,240 @@
+"""The agent's configuration: one pydantic model, read from YAML or TOML, overridable by flags.
+
+Unknown keys are errors (`extra="forbid"`), and every error names its field path, so a
+typo in a clinic's config file stops the agent with one clear line instead of being
+ignored. String values may use `${ENV}` or `${ENV:-default}`; the broker password can
+also come from a file (`mqtt.password_file`, e.g. a systemd credential).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge.errors import BadInput
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class BackendConfig(_Strict):
+    name: str = "auto"
+    allow_fallback: bool = True
+    threads: int | None = Field(None, ge=1, le=64)
+    device: str | None = None  # Edge TPU "usb" / "pci" / "usb:0"; GPU id for ONNX Runtime
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from edge.backends import NAMES
+
+        if v not in NAMES:
+            raise ValueError(f"unknown backend {v!r} (choose from: {', '.join(NAMES)})")
+        return v
+
+
+class WatchdogConfig(_Strict):
+    stall_s: float = Field(10.0, gt=0)
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+
+
+class SourceConfig(_Strict):
+    uri: str = "cv:0"
+    loop: bool = False
+    width: int | None = Field(None, ge=16)
+    height: int | None = Field(None, ge=16)
+    fps: float | None = Field(None, gt=0)  # replay pacing for files and folders; None = as fast as possible
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+
+
+class GateConfig(_Strict):
+    mode: Literal["still", "continuous"] = "still"
+    still_frames: int = Field(3, ge=1)
+    motion_threshold: float = Field(3.0, gt=0)
+    focus_threshold: float = Field(0.05, ge=0)
+    min_contrast: float = Field(4.0, ge=0)
+    novelty_threshold: float = Field(6.0, ge=0)
+    every_n: int = Field(1, ge=1)
+    analysis_width: int = Field(160, ge=32, le=1024)
+
+
+class SampleConfig(_Strict):
+    auto_open: bool = True
+    fields_per_sample: int = Field(0, ge=0)
+    idle_close_s: float = Field(0.0, ge=0)
+
+
+class TLSConfig(_Strict):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+
+class MQTTConfig(_Strict):
+    url: str | None = None  # mqtt://host:1883 or mqtts://host:8883; None runs offline
+    prefix: str = "leukedge"
+    client_id: str | None = None
+    username: str | None = None
+    password: str | None = Field(None, repr=False)
+    password_file: Path | None = None
+    tls: TLSConfig | None = None
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    keepalive_s: int = Field(30, ge=5)
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(60.0, gt=0)
+    inflight: int = Field(50, ge=1, le=1000)
+    stats_interval_s: float = Field(30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v in (None, "", "none", "off"):
+            return None
+        u = urlsplit(v)
+        if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not u.hostname:
+            raise ValueError(f"{v!r} is not mqtt://host[:port] or mqtts://host[:port]")
+        u.port  # noqa: B018 - raises ValueError on a bad port
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v or any(c in v for c in "#+\0") or v.startswith("/") or v.endswith("/"):
+            raise ValueError(f"prefix {v!r} must be a plain topic level without wildcards or edge slashes")
+        return v
+
+    def secret(self) -> str | None:
+        """The broker password: inline (after ${ENV} substitution) or read from password_file."""
+        if self.password_file is None:
+            return self.password
+        try:
+            return self.password_file.read_text().strip()
+        except OSError as exc:
+            raise BadInput(f"mqtt.password_file {self.password_file}: cannot read ({exc.strerror})") from None
+
+
+class OutboxConfig(_Strict):
+    path: Path = Path("leukedge-outbox.sqlite")
+    max_rows: int = Field(100_000, ge=10)
+    max_bytes: int = Field(200_000_000, ge=10_000)
+    synchronous: Literal["normal", "full"] = "normal"
+
+
+class ResultLogConfig(_Strict):
+    path: Path | None = Path("leukedge-results.jsonl")
+    max_bytes: int = Field(10_000_000, ge=10_000)
+    backups: int = Field(5, ge=0)
+
+
+class AgentConfig(_Strict):
+    device_id: str = Field(default_factory=lambda: re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:64] or "edge")
+    bundle: Path
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    result_log: ResultLogConfig = Field(default_factory=ResultLogConfig)
+    drain_timeout_s: float = Field(10.0, ge=0)  # after a finite source ends: wait this long for PUBACKs
+    max_frames: int | None = Field(None, ge=1)  # stop after this many frames (tests, benchmarks)
+
+    @field_validator("device_id")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.match(_ID, v):
+            raise ValueError(f"device_id {v!r} must be 1-64 of letters, digits, '.', '_' or '-'")
+        return v
+
+
+# --------------------------------------------------------------------------- loading
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def substitute_env(value, where: str = "", env=None):
+    """Replace ${VAR} / ${VAR:-default} in every string of a parsed config; a missing VAR names its field."""
+    env = os.environ if env is None else env
+    if isinstance(value, dict):
+        return {k: substitute_env(v, f"{where}.{k}" if where else str(k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_env(v, f"{where}[{i}]", env) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def one(m: re.Match) -> str:
+        if m.group(1) in env:
+            return env[m.group(1)]
+        if m.group(2) is not None:
+            return m.group(2)
+        raise BadInput(f"config field {where}: environment variable {m.group(1)} is not set")
+
+    return _VAR.sub(one, value)
+
+
+def read_file(path: Path) -> dict:
+    """Parse a YAML (.yaml/.yml) or TOML (.toml) file into a dict, or BadInput naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+    except Exception as exc:  # noqa: BLE001 - yaml and toml raise their own error types
+        line = str(exc).replace("\n", " ")
+        raise BadInput(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {line}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """Nested dict merge; override values that are None are ignored (a flag not given)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def validate(data: dict, origin: str = "config") -> AgentConfig:
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise BadInput(f"{origin}: field {where}: {msg}{extra}") from None
+
+
+def load_config(path: Path | None = None, overrides: dict | None = None, env=None) -> AgentConfig:
+    """Read `path` (if any), substitute ${ENV}, apply flag overrides, validate."""
+    data = read_file(path) if path else {}
+    data = substitute_env(data, env=env)
+    return validate(merge(data, overrides or {}), str(path) if path else "flags")

@@ -1,0 +1,92 @@
+"""The field gate: classify each new field of view once.
+
+A frame passes when the picture has been still for `still_frames` frames (mean
+absolute difference to the previous frame below `motion_threshold`), is in focus
+(variance of the Laplacian over the variance of the picture above
+`focus_threshold`: a contrast-independent sharpness, so sparse and crowded fields
+compare alike; a near-uniform picture, below `min_contrast` grey levels of standard
+deviation, is `blank`) and differs from the last
+classified field (mean absolute difference above `novelty_threshold`). All three are
+measured on a small grey copy of the frame (`analysis_width` pixels wide), which is
+cheap and insensitive to sensor noise. `mode: continuous` passes every Nth frame.
+Rejections are counted by reason, never classified.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import NamedTuple
+
+import numpy as np
+
+REASONS = ("moving", "settling", "blank", "blurred", "same_field", "skipped")
+
+
+class Verdict(NamedTuple):
+    accept: bool
+    reason: str  # "field" when accepted, else one of REASONS
+    focus: float
+
+
+class Gate:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.rejected: Counter[str] = Counter()
+        self.accepted = 0
+        self._prev: np.ndarray | None = None
+        self._last_field: np.ndarray | None = None
+        self._still = 0
+        self._n = 0
+
+    def _small_grey(self, rgb: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w = rgb.shape[:2]
+        width = min(self.cfg.analysis_width, w)
+        small = cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.int16)
+
+    @staticmethod
+    def focus_of(grey: np.ndarray) -> tuple[float, float]:
+        """(sharpness, contrast): var(Laplacian) / var(grey), and the grey standard deviation."""
+        import cv2
+
+        g = grey.astype(np.float32)
+        var = float(g.var())
+        return float(cv2.Laplacian(g, cv2.CV_32F).var()) / max(var, 1e-6), var**0.5
+
+    def check(self, rgb: np.ndarray) -> Verdict:
+        grey = self._small_grey(rgb)
+        focus, contrast = self.focus_of(grey)
+        self._n += 1
+        if self.cfg.mode == "continuous":
+            ok = (self._n - 1) % self.cfg.every_n == 0
+            return self._count(Verdict(ok, "field" if ok else "skipped", focus))
+        moved = self._prev is None or grey.shape != self._prev.shape or _mad(grey, self._prev) >= self.cfg.motion_threshold
+        self._prev = grey
+        self._still = 0 if moved else self._still + 1
+        if moved:
+            return self._count(Verdict(False, "moving", focus))
+        if self._still < self.cfg.still_frames:
+            return self._count(Verdict(False, "settling", focus))
+        if contrast < self.cfg.min_contrast:
+            return self._count(Verdict(False, "blank", focus))
+        if focus < self.cfg.focus_threshold:
+            return self._count(Verdict(False, "blurred", focus))
+        last = self._last_field
+        if last is not None and last.shape == grey.shape and _mad(grey, last) < self.cfg.novelty_threshold:
+            return self._count(Verdict(False, "same_field", focus))
+        self._last_field = grey
+        return self._count(Verdict(True, "field", focus))
+
+    def _count(self, v: Verdict) -> Verdict:
+        if v.accept:
+            self.accepted += 1
+        else:
+            self.rejected[v.reason] += 1
+        return v
+
+
+def _mad(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two int16 grey images."""
+    return float(np.abs(a - b).mean())

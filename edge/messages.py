@@ -1,0 +1,127 @@
+"""MQTT payloads (DESIGN.md): builders for the agent and pydantic models that check them.
+
+The builders return plain dicts (cheap: they run once per field); the models are the
+schema in code, used by the tests and available to consumers that want to validate
+what they receive.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA = 1
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC with milliseconds and a Z, e.g. 2025-01-31T12:00:00.123Z."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def encode(payload: dict) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def decide(probs: np.ndarray, labels: list[str], refer_below: float) -> tuple[str, str]:
+    """(top label, decision): the decision is `refer` when the top probability is below the threshold."""
+    top = int(np.argmax(probs))
+    return labels[top], labels[top] if float(probs[top]) >= refer_below else "refer"
+
+
+def prob_map(probs: np.ndarray, labels: list[str]) -> dict[str, float]:
+    return {label: round(float(p), 5) for label, p in zip(labels, probs)}
+
+
+def result_payload(*, msg_id: str, seq: int, sample_id: str | None, field: int, probs: np.ndarray,
+                   labels: list[str], refer_below: float, latency_ms: dict, model_sha256: str,
+                   frame: dict) -> dict:
+    label, decision = decide(probs, labels, refer_below)
+    return {"schema": SCHEMA, "id": msg_id, "seq": seq, "ts": utc_now(), "sample_id": sample_id, "field": field,
+            "label": label, "probs": prob_map(probs, labels), "decision": decision,
+            "latency_ms": {k: round(v, 3) for k, v in latency_ms.items()}, "model_sha256": model_sha256,
+            "frame": frame}
+
+
+# --------------------------------------------------------------------------- schema
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Latency(_Msg):
+    pre: float = Field(ge=0)
+    invoke: float = Field(ge=0)
+    total: float = Field(ge=0)
+
+
+class FrameInfo(_Msg):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    w: int = Field(gt=0)
+    h: int = Field(gt=0)
+    focus: float
+
+
+class ResultMessage(_Msg):
+    schema_: Literal[1] = Field(alias="schema")
+    id: str = Field(pattern=r"^.+-\d+-\d+$")
+    seq: int = Field(ge=1)
+    ts: datetime
+    sample_id: str | None
+    field: int = Field(ge=1)
+    label: str
+    probs: dict[str, float]
+    decision: str
+    latency_ms: Latency
+    model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    frame: FrameInfo
+
+
+class SampleMessage(_Msg):
+    schema_: Literal[1] = Field(alias="schema")
+    id: str
+    ts: datetime
+    sample_id: str
+    opened: datetime
+    n_fields: int = Field(ge=1)
+    first_seq: int
+    last_seq: int
+    label: str
+    probs: dict[str, float]
+    decision: str
+    closed_by: Literal["command", "fields", "idle", "shutdown"]
+    model_sha256: str
+
+
+class InfoMessage(_Msg):
+    schema_: Literal[1] = Field(alias="schema")
+    device: str
+    agent_version: str
+    boot: int
+    bundle: dict
+    backend: str
+    model_file: str
+    labels: list[str]
+    thresholds: dict
+    source: str
+    gate: str
+    ts: datetime
+
+
+class StatsMessage(_Msg):
+    model_config = ConfigDict(extra="allow")
+    schema_: Literal[1] = Field(alias="schema")
+    ts: datetime
+    device: str
+    fps: float
+    fields: int
+    latency_ms: dict[str, dict[str, float]]
+    outbox: dict[str, int]
+    frames: dict[str, int]
+    gate_rejected: dict[str, int]
+    backend: str
+    source: dict
+    mqtt: dict

@@ -1,0 +1,190 @@
+"""MQTT over paho-mqtt 2.x, fed from the outbox.
+
+The network runs in paho's own thread; this object is driven from the agent's loop
+through `pump()`, which deletes acknowledged rows and hands the next pending ones to
+paho, at most `inflight` at a time (paho itself re-sends unacknowledged QoS 1 messages
+after a reconnect, so nothing handed over is lost or sent twice by us). Callbacks only
+append to thread-safe deques: SQLite is touched by the agent's thread alone.
+
+On every (re)connect: retained `online` on `status`, retained `info`, subscribe to
+`cmd/#`. The Last Will is a retained `offline`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from urllib.parse import urlsplit
+
+from edge.commands import BadCommand, Command, parse
+from edge.messages import encode
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    def __init__(self, cfg, device_id: str, outbox, client_id: str | None = None):
+        self.cfg, self.outbox = cfg, outbox
+        self.base = f"{cfg.prefix}/{device_id}"
+        self.client_id = client_id or cfg.client_id or f"leukedge-{device_id}"
+        self.connected = threading.Event()
+        self.commands: collections.deque[Command] = collections.deque()
+        self._acks: collections.deque[tuple[int, bool]] = collections.deque()
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
+        self._cursor = 0  # highest row id handed to paho
+        self.info: dict | None = None
+        self.acked = self.handed = self.rejected = self.connects = 0
+        self.cmd_ok = self.cmd_bad = self.cmd_retained = 0
+        self.last_error: str | None = None
+        self.client = self._make_client()
+
+    def topic(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+    # ------------------------------------------------------------------ setup
+
+    def _make_client(self):
+        import paho.mqtt.client as mqtt
+
+        cfg = self.cfg
+        u = urlsplit(cfg.url)
+        tls = u.scheme in ("mqtts", "ssl") or cfg.tls is not None
+        self.host, self.port = u.hostname, u.port or (8883 if tls else 1883)
+        proto = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=proto)
+        username = cfg.username or u.username
+        if username:
+            c.username_pw_set(username, cfg.secret() or u.password)
+        if tls:
+            t = cfg.tls
+            c.tls_set(ca_certs=t and t.ca_file and str(t.ca_file), certfile=t and t.cert_file and str(t.cert_file),
+                      keyfile=t and t.key_file and str(t.key_file))
+            if t and t.insecure:
+                c.tls_insecure_set(True)
+        c.will_set(self.topic("status"), "offline", qos=1, retain=True)
+        c.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        c.max_inflight_messages_set(cfg.inflight)
+        c.on_connect, c.on_disconnect = self._on_connect, self._on_disconnect
+        c.on_publish, c.on_message = self._on_publish, self._on_message
+        return c
+
+    def start(self) -> "Publisher":
+        """Connect in the background; until it succeeds everything waits in the outbox."""
+        self.client.connect_async(self.host, self.port, keepalive=self.cfg.keepalive_s)
+        self.client.loop_start()
+        return self
+
+    # ------------------------------------------------------------------ paho thread
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None):
+        if reason_code.is_failure:
+            msg = f"broker {self.host}:{self.port} refused the connection: {reason_code}"
+            if msg != self.last_error:
+                log.error("%s (retrying with backoff up to %.0f s)", msg, self.cfg.reconnect_max_s)
+            self.last_error = msg
+            return
+        self.connects += 1
+        self.last_error = None
+        log.info("connected to %s:%d as %s", self.host, self.port, self.client_id)
+        client.publish(self.topic("status"), "online", qos=1, retain=True)
+        if self.info is not None:
+            client.publish(self.topic("info"), encode(self.info), qos=1, retain=True)
+        client.subscribe(self.topic("cmd/#"), qos=1)
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
+        if self.connected.is_set():
+            log.warning("disconnected from %s:%d (%s); reconnecting", self.host, self.port, reason_code)
+        self.connected.clear()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties=None):
+        self._acks.append((mid, not reason_code.is_failure))
+
+    def _on_message(self, client, userdata, msg):
+        if msg.retain:
+            self.cmd_retained += 1
+            log.info("ignored retained command on %s", msg.topic)
+            return
+        try:
+            self.commands.append(parse(msg.topic.removeprefix(self.topic("cmd/")), msg.payload))
+            self.cmd_ok += 1
+        except BadCommand as exc:
+            self.cmd_bad += 1
+            log.warning("command rejected: %s", exc)
+
+    # ------------------------------------------------------------------ agent thread
+
+    def set_info(self, info: dict) -> None:
+        self.info = info
+        if self.connected.is_set():
+            self.client.publish(self.topic("info"), encode(info), qos=1, retain=True)
+
+    def pump(self) -> None:
+        """Delete acknowledged rows; hand the next pending rows to paho while connected."""
+        done = []
+        while self._acks:
+            mid, ok = self._acks.popleft()
+            row = self._inflight.pop(mid, None)
+            if row is None:
+                continue
+            done.append(row)
+            if not ok:
+                self.rejected += 1
+                log.warning("broker rejected outbox row %d: dropped", row)
+        if done:
+            self.acked += self.outbox.delete(done)
+        room = self.cfg.inflight - len(self._inflight)
+        if room <= 0 or not self.connected.is_set():
+            return
+        for row in self.outbox.pending(self._cursor, room):
+            info = self.client.publish(row.topic, row.payload, qos=1)
+            self._inflight[info.mid] = row.id
+            self._cursor = row.id
+            self.handed += 1
+
+    def publish_now(self, name: str, payload: dict, retain: bool = False) -> None:
+        """Best-effort QoS 0 publish (stats): skipped while offline, never queued."""
+        if self.connected.is_set():
+            self.client.publish(self.topic(name), encode(payload), qos=0, retain=retain)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def drained(self) -> bool:
+        return not self._inflight and self.outbox.rows == 0
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Publish the retained `offline` (a clean disconnect sends no Will), then disconnect."""
+        if self.connected.is_set():
+            info = self.client.publish(self.topic("status"), "offline", qos=1, retain=True)
+            deadline = time.monotonic() + timeout
+            while not info.is_published() and self.connected.is_set() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def probe(cfg, device_id: str, timeout: float = 5.0) -> str:
+    """Try the broker once (for `--check`): "ok" or the one-line reason it failed.
+
+    Uses its own client id, so a running agent with the same device id is not kicked off."""
+    pub = Publisher(cfg, device_id, outbox=None, client_id=f"leukedge-{device_id}-check")
+    answer: list = []
+    done = threading.Event()
+    c = pub.client
+    c.will_clear()
+    c.on_connect = lambda client, userdata, flags, rc, properties=None: (answer.append(rc), done.set())
+    try:
+        c.connect(pub.host, pub.port, keepalive=10)
+    except (OSError, ValueError) as exc:
+        return f"cannot reach {pub.host}:{pub.port}: {exc}"
+    c.loop_start()
+    done.wait(timeout)
+    c.disconnect()
+    c.loop_stop()
+    if not answer:
+        return f"no answer from {pub.host}:{pub.port} within {timeout:.0f} s"
+    return "ok" if not answer[0].is_failure else f"{pub.host}:{pub.port} refused the connection: {answer[0]}"

@@ -1,0 +1,41 @@
+"""Frame sources picked by URI, each in its own module; the watchdog keeps them alive.
+
+    picam: / picam:1            Raspberry Pi camera (picamera2)
+    cv:0 / /dev/video0          OpenCV device (USB, V4L2)
+    rtsp://... / http(s)://...  network stream through OpenCV
+    path/to/video.mp4           video file (ends the run at its end unless loop)
+    path/to/folder/             images in name order (ends unless loop)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge.sources.base import Frame, Source, SourceError, SourceLost
+from edge.sources.watchdog import END, Watchdog
+
+__all__ = ["END", "Frame", "Source", "SourceError", "SourceLost", "Watchdog", "make_source", "open_watchdog"]
+
+
+def make_source(uri: str, width: int | None = None, height: int | None = None, stall_s: float = 10.0) -> Source:
+    """The Source for a URI (not opened yet)."""
+    if uri.startswith("picam"):
+        from edge.sources.picam import PicamSource
+
+        return PicamSource(uri, width, height)
+    if not uri.startswith(("cv:", "/dev/video")) and "://" not in uri and Path(uri).is_dir():
+        from edge.sources.folder import FolderSource
+
+        return FolderSource(Path(uri))
+    from edge.sources.opencv import OpenCVSource
+
+    return OpenCVSource(uri, width, height, stall_s)
+
+
+def open_watchdog(cfg) -> Watchdog:
+    """A Watchdog over the source described by an edge.config.SourceConfig, opened."""
+    wd = cfg.watchdog
+    return Watchdog(
+        lambda: make_source(cfg.uri, cfg.width, cfg.height, wd.stall_s),
+        loop=cfg.loop, fps=cfg.fps, backoff_initial_s=wd.backoff_initial_s, backoff_max_s=wd.backoff_max_s,
+    ).open()

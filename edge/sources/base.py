@@ -1,0 +1,41 @@
+"""What a frame source yields, and the errors that tell the watchdog what happened."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from edge.errors import BadInput
+
+
+class Frame(NamedTuple):
+    image: np.ndarray  # RGB as delivered; the loop checks it with edge.bundle.as_rgb_uint8
+    index: int  # frame number since the source was opened
+    name: str  # file name, or "<uri>#<index>" for cameras and streams
+    decode_ms: float  # time to capture or decode this frame
+
+
+class SourceError(BadInput):
+    """The source cannot be opened (missing file, no camera, refused stream)."""
+
+
+class SourceLost(Exception):
+    """A live source stopped delivering (unplugged camera, dropped or stalled stream)."""
+
+
+class Source:
+    """A frame source. `read()` returns a Frame, None at end of stream, or raises BadFrame
+    (skip and count this frame) or SourceLost (reopen me)."""
+
+    uri: str = ""
+    live: bool = False  # cameras and streams: end of stream means reopen, never stop
+
+    def open(self) -> "Source":
+        return self
+
+    def read(self) -> Frame | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the device or file."""

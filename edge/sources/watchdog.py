@@ -1,0 +1,108 @@
+"""Keep a source alive: reopen after end of stream (live or --loop), an unplug or a stall, with backoff.
+
+Only a finite source (a video file or folder without loop) ever ends the run. While a
+source is down, `read()` returns None after a short sleep so the agent keeps
+publishing its backlog and stats.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from edge.sources.base import Frame, Source, SourceError, SourceLost
+
+log = logging.getLogger(__name__)
+END = object()  # returned once a finite source has ended
+
+
+class Watchdog:
+    def __init__(self, factory: Callable[[], Source], loop: bool = False, fps: float | None = None,
+                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0, clock=time.monotonic):
+        self.factory, self.loop, self.clock = factory, loop, clock
+        self.period = 1.0 / fps if fps else 0.0
+        self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
+        self.backoff = backoff_initial_s
+        self.src: Source | None = None
+        self.live = False
+        self.opens = self.reopens = self.eofs = self.failures = 0
+        self.last_error: str | None = None
+        self._next_try = 0.0
+        self._next_frame = 0.0
+
+    def open(self) -> "Watchdog":
+        """First open: a finite source that cannot open is a usage error (raised); a live one is retried."""
+        src = self.factory()
+        self.live = src.live
+        try:
+            self.src = src.open()
+            self.opens += 1
+        except SourceError as exc:
+            if not (src.live or self.loop):
+                raise
+            self._lost(str(exc))
+        return self
+
+    @property
+    def state(self) -> str:
+        return "open" if self.src is not None else "reopening"
+
+    def read(self) -> Frame | None | object:
+        """A Frame, None (nothing this time: keep serving the loop) or END."""
+        if self.src is None and not self._reopen():
+            return None
+        self._pace()
+        try:
+            frame = self.src.read()
+        except SourceLost as exc:
+            self._lost(str(exc))
+            return None
+        if frame is None:
+            self.eofs += 1
+            if not (self.live or self.loop):
+                return END
+            self.src.close()
+            self.src = None
+            self._next_try = self.clock() if self.loop and not self.live else self.clock() + self.backoff
+            return None
+        self.backoff = self.backoff_initial_s
+        return frame
+
+    def close(self) -> None:
+        if self.src is not None:
+            self.src.close()
+            self.src = None
+
+    def _pace(self) -> None:
+        if self.period:
+            now = self.clock()
+            if now < self._next_frame:
+                time.sleep(self._next_frame - now)
+            self._next_frame = max(now, self._next_frame) + self.period
+
+    def _reopen(self) -> bool:
+        wait = self._next_try - self.clock()
+        if wait > 0:
+            time.sleep(min(wait, 0.05))
+            return False
+        try:
+            self.src = self.factory().open()
+        except SourceError as exc:
+            self._lost(str(exc))
+            return False
+        self.opens += 1
+        self.reopens += 1
+        log.info("source %s reopened (reopen #%d)", self.src.uri, self.reopens)
+        return True
+
+    def _lost(self, why: str) -> None:
+        self.failures += 1
+        if why != self.last_error:
+            log.warning("source: %s; retrying in %.1f s (backoff up to %.0f s)", why, self.backoff, self.backoff_max_s)
+        self.last_error = why
+        if self.src is not None:
+            self.src.close()
+            self.src = None
+        self._next_try = self.clock() + self.backoff
+        self.backoff = min(self.backoff * 2, self.backoff_max_s)

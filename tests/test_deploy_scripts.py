@@ -1,0 +1,237 @@
+"""deploy/: every script's --dry-run prints its plan and changes nothing; shellcheck; the
+systemd unit verifies; the broker config renders and runs.
+
+The dry runs execute with a PATH in which every tool that could change the system
+(apt-get, systemctl, useradd, openssl, ...) is a stub that records its call and fails, so
+a step that escaped --dry-run shows up as a recorded call.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edge.config import validate
+from tests.broker import mosquitto_available
+from tests.secure_broker import SecureBroker, try_connect
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+UNIT = DEPLOY / "systemd" / "leukedge-agent.service"
+SCRIPTS = sorted(DEPLOY.rglob("*.sh"))
+MUTATING = ("apt-get", "apt", "systemctl", "useradd", "usermod", "groupadd", "udevadm", "curl", "gpg",
+            "openssl", "mosquitto_passwd", "install", "chgrp", "chown", "runuser", "pip", "pip3", "trtexec")
+# Paths a real install writes; a dry run must leave each as it found it.
+SYSTEM_PATHS = ("/opt/leukedge", "/etc/leukedge", "/etc/systemd/system/leukedge-agent.service",
+                "/etc/systemd/system/leukedge-agent.service.d", "/etc/mosquitto/conf.d/leukedge.conf",
+                "/etc/mosquitto/leukedge", "/etc/udev/rules.d/71-leukedge-edgetpu.rules",
+                "/etc/apt/sources.list.d/coral-edgetpu.list", "/usr/share/keyrings/coral-edgetpu.gpg",
+                "/var/lib/leukedge", "/var/log/leukedge")
+
+
+def system_state() -> dict:
+    state = {p: os.path.exists(p) for p in SYSTEM_PATHS}
+    state["user"] = subprocess.run(["getent", "passwd", "leukedge"], capture_output=True).returncode
+    return state
+
+
+@pytest.fixture
+def stub_path(tmp_path):
+    """A PATH whose system-changing tools record their call in calls.log and fail."""
+    bindir, log = tmp_path / "stubs", tmp_path / "calls.log"
+    bindir.mkdir()
+    for name in MUTATING:
+        stub = bindir / name
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\nexit 97\n')
+        stub.chmod(0o755)
+    return bindir, log
+
+
+def dry_run(script: Path, *args, stubs) -> subprocess.CompletedProcess:
+    bindir, log = stubs
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+    before = system_state()
+    proc = subprocess.run([str(script), "--dry-run", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not log.exists(), f"--dry-run ran a real command:\n{log.read_text()}"
+    assert system_state() == before
+    assert "[dry-run]" in proc.stdout
+    return proc
+
+
+def planned_file(stdout: str, path: str) -> str:
+    """The content a dry run says it would write to `path`."""
+    m = re.search(rf"^\[dry-run\] write {re.escape(path)} \(mode \d+\):\n((?:    \| .*\n?)*)", stdout, re.M)
+    assert m, f"the plan does not write {path}"
+    return "".join(line[6:] + "\n" for line in m.group(1).splitlines())
+
+
+@pytest.fixture
+def bundle_dir(tmp_path):
+    """Only the manifest matters to the installers' argument check."""
+    d = tmp_path / "bundle"
+    d.mkdir()
+    (d / "manifest.json").write_text('{"name": "b", "arch": "custom_cnn"}')
+    return d
+
+
+# --------------------------------------------------------------------------- shellcheck
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (CI installs it with apt-get)")
+@pytest.mark.parametrize("script", SCRIPTS, ids=[str(s.relative_to(DEPLOY)) for s in SCRIPTS])
+def test_shellcheck(script):
+    proc = subprocess.run(["shellcheck", "-x", str(script.relative_to(ROOT))], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[str(s.relative_to(DEPLOY)) for s in SCRIPTS])
+def test_scripts_are_strict_bash(script):
+    text = script.read_text()
+    if script.name == "lib.sh" or script.name.endswith("-lib.sh"):
+        assert text.startswith("# shellcheck shell=bash")  # sourced, not run
+        return
+    assert text.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in text
+    assert os.access(script, os.X_OK)
+    assert "--dry-run" in text
+
+
+# --------------------------------------------------------------------------- dry runs
+
+
+def test_make_certs_dry_run(tmp_path, stub_path):
+    out = dry_run(DEPLOY / "mosquitto/make-certs.sh", "--out", tmp_path / "certs", "--host", "clinic.local",
+                  "--ip", "10.0.0.5", "--client", "bridge-c1", stubs=stub_path).stdout
+    assert not (tmp_path / "certs").exists()
+    assert "openssl req -x509" in out and "subjectAltName=DNS:clinic.local,IP:10.0.0.5" in out
+    assert "bridge-c1.crt" in out
+
+
+def test_add_device_dry_run(tmp_path, stub_path):
+    out = dry_run(DEPLOY / "mosquitto/add-device.sh", "--etc", tmp_path / "etc", "micro-7", stubs=stub_path).stdout
+    assert not (tmp_path / "etc").exists()
+    assert "topic write leukedge/micro-7/#" in out and "topic read leukedge/micro-7/cmd/#" in out
+    lab = dry_run(DEPLOY / "mosquitto/add-device.sh", "--etc", tmp_path / "etc", "--role", "lab", "lims",
+                  stubs=stub_path).stdout
+    assert "topic read leukedge/+/#" in lab
+
+
+def test_install_broker_dry_run(tmp_path, stub_path):
+    pw = tmp_path / "bridge.pw"
+    pw.write_text("s3cret-bridge-pw\n")
+    out = dry_run(DEPLOY / "mosquitto/install-broker.sh", "--etc", tmp_path / "etc", "--device", "micro-7",
+                  "--central", "lab.example.org:8883", "--site", "c1", "--bridge-password-file", pw,
+                  stubs=stub_path).stdout
+    assert not (tmp_path / "etc").exists()
+    conf = planned_file(out, f"{tmp_path}/etc/conf.d/leukedge.conf")
+    assert "allow_anonymous false" in conf and "listener 8883" in conf
+    bridge = planned_file(out, f"{tmp_path}/etc/conf.d/leukedge-bridge.conf")
+    assert "address lab.example.org:8883" in bridge and "cleansession false" in bridge
+    assert "s3cret-bridge-pw" not in out  # secrets are never printed
+
+
+@pytest.mark.parametrize("platform", ["pi", "jetson"])
+def test_agent_installer_dry_run(platform, tmp_path, stub_path, bundle_dir):
+    pw = tmp_path / "mqtt.pw"
+    pw.write_text("device-secret-123\n")
+    out = dry_run(DEPLOY / platform / "install.sh", "--device-id", "micro-7", "--bundle", bundle_dir,
+                  "--mqtt-password-file", pw, "--start", stubs=stub_path).stdout
+    assert "device-secret-123" not in out
+    assert "python3 -m venv --system-site-packages /opt/leukedge/venv" in out
+    assert re.search(r"pip install .*\[edge\]", out.replace("\\", ""))  # printf %q escapes [ ]
+    assert "systemctl enable leukedge-agent.service" in out
+    assert "agent --check --config /etc/leukedge/agent.yaml" in out
+    # The config the installer writes is one the agent accepts, and its writable paths are
+    # exactly the unit's ReadWritePaths.
+    import yaml
+
+    config = validate(yaml.safe_load(planned_file(out, "/etc/leukedge/agent.yaml")))
+    assert config.device_id == "micro-7" and config.mqtt.username == "micro-7"
+    rw = unit_values(UNIT.read_text(), "ReadWritePaths")[0].split()
+    assert sorted(rw) == sorted({str(config.outbox.path.parent), str(config.result_log.path.parent)})
+    if platform == "pi":
+        assert "python3-picamera2" in out and "libedgetpu1-std" in out
+        assert "pycoral is not installed" in out
+        assert 'GROUP="plugdev"' in planned_file(out, "/etc/udev/rules.d/71-leukedge-edgetpu.rules")
+    else:
+        assert "onnxruntime" in out and "jetson.conf" in out
+
+
+def test_installers_refuse_bad_arguments(tmp_path, stub_path):
+    bindir, _ = stub_path
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+    cases = [
+        (DEPLOY / "pi/install.sh", "--bundle", tmp_path / "missing"),
+        (DEPLOY / "jetson/install.sh", "--device-id", "bad/id"),
+        (DEPLOY / "pi/install.sh", "--mqtt", "http://x"),
+        (DEPLOY / "mosquitto/add-device.sh", "--etc", tmp_path, "dev+#"),
+        (DEPLOY / "mosquitto/add-device.sh", "--etc", tmp_path, "--role", "admin", "x"),
+        (DEPLOY / "mosquitto/install-broker.sh", "--etc", tmp_path, "--tls-port", "0"),
+        (DEPLOY / "mosquitto/install-broker.sh", "--etc", tmp_path, "--central", "lab:8883"),
+        (DEPLOY / "mosquitto/make-certs.sh", "--days", "soon"),
+    ]
+    for script, *args in cases:
+        proc = subprocess.run([str(script), "--dry-run", *map(str, args)], capture_output=True, text=True,
+                              env=env, timeout=30)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2 and len(errors) == 1, (script.name, args, proc.stderr)
+    assert list(tmp_path.iterdir()) == [bindir]
+
+
+# --------------------------------------------------------------------------- systemd unit
+
+
+def unit_values(text: str, key: str) -> list[str]:
+    return [line.split("=", 1)[1] for line in text.splitlines() if line.startswith(f"{key}=")]
+
+
+def test_unit_hardening():
+    text = UNIT.read_text()
+    one = {k: unit_values(text, k) for k in ("User", "NoNewPrivileges", "ProtectSystem", "Restart",
+                                             "ProtectHome", "PrivateTmp", "RestartPreventExitStatus")}
+    assert one == {"User": ["leukedge"], "NoNewPrivileges": ["yes"], "ProtectSystem": ["strict"],
+                   "Restart": ["on-failure"], "ProtectHome": ["yes"], "PrivateTmp": ["yes"],
+                   "RestartPreventExitStatus": ["2"]}
+    assert unit_values(text, "CapabilityBoundingSet") == [""]
+    # What the camera and the Edge TPU need stays reachable.
+    assert "PrivateDevices" not in text.replace("# Hardening. Not used, on purpose: PrivateDevices=", "")
+    for dev in ("char-video4linux", "char-dma_heap", "char-usb_device"):
+        assert f"{dev} rw" in unit_values(text, "DeviceAllow")
+    assert set(unit_values(text, "SupplementaryGroups")[0].split()) == {"video", "plugdev"}
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+@pytest.mark.parametrize("drop_in", [None, "jetson.conf"])
+def test_systemd_analyze_verify(tmp_path, drop_in):
+    """The venv's executable does not exist on a build machine, so ExecStart points at
+    /bin/true for the check; a drop-in is appended, which is how systemd merges it."""
+    text = UNIT.read_text()
+    if drop_in:
+        text += (DEPLOY / "systemd" / drop_in).read_text()
+    text = text.replace("/opt/leukedge/venv/bin/leukedge", "/bin/true")
+    unit = tmp_path / "leukedge-agent.service"
+    unit.write_text(text)
+    proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------- broker config
+
+
+@pytest.mark.skipif(not (mosquitto_available() and shutil.which("openssl")), reason="needs mosquitto and openssl")
+def test_rendered_broker_config_runs(tmp_path):
+    with SecureBroker(tmp_path) as b:
+        assert try_connect(b.local_port, "devA", b.password("devA")) == "Success"
+        assert try_connect(b.tls_port, "lab", b.password("lab"), b.ca) == "Success"
+        log = b.log()
+    assert "Error" not in log, log
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (b.etc / "leukedge").rglob("*") if p.is_file()}
+    assert modes["ca.key"] == modes["devA.password"] == "0o600"
+    assert modes["server.key"] == modes["passwd"] == modes["acl"] == "0o640"

@@ -1,0 +1,203 @@
+"""The two classifiers of the paper: MobileNetV2 with a new head, and a custom CNN.
+
+Both take uint8 RGB (H, W, 3) exactly as the camera delivers it after crop/resize;
+scaling to the network's range is a `Rescaling` layer inside the model, so the int8
+TFLite input is raw bytes. Only standard Keras layers are used (no Lambda), so a
+model trained under JAX loads under TensorFlow and converts to TFLite/ONNX.
+
+Batch normalisation runs with momentum 0.9 (Keras' MobileNetV2 uses 0.999): the
+moving statistics then follow the weights within a few dozen steps instead of
+thousands, one half of the cure for the batch-norm trap (see trainer/train.py for
+the other half, recomputing the statistics before every validation).
+
+This module imports Keras lazily inside functions only where that matters; it never
+imports TensorFlow, so it works on a JAX-only GPU box.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import NamedTuple
+
+from edge.errors import BadInput
+
+log = logging.getLogger(__name__)
+
+ARCHS = ("mobilenetv2", "custom_cnn")
+BASE_NAME = "mobilenetv2_base"
+BN_MOMENTUM = 0.9
+# Fine-tuning unfreezes the base from this block upwards (blocks 6-16 + the last 1x1
+# conv: the upper two thirds of the layers, ~85 % of the parameters).
+FINE_TUNE_FROM = "block_6_expand"
+IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+CNN_FILTERS = (32, 64, 128, 256)
+
+
+class Built(NamedTuple):
+    model: object  # keras.Model
+    weights: str  # where the starting weights came from: "imagenet", "none", "file:<name>"
+
+
+def build_model(arch: str, img_size: int = 224, num_classes: int = 4, alpha: float = 1.0,
+                weights: str = "none", dropout: float = 0.2):
+    """A compiled-ready keras.Model taking uint8 (img_size, img_size, 3), softmax over classes."""
+    return build(arch, img_size, num_classes, alpha, weights, dropout).model
+
+
+def build(arch: str, img_size: int = 224, num_classes: int = 4, alpha: float = 1.0,
+          weights: str = "none", dropout: float = 0.2) -> Built:
+    """Like build_model, but also says which starting weights were actually used.
+
+    weights: "none" (random), "imagenet" (Keras cache or network), "auto" (ImageNet
+    when it can be had, otherwise random with a warning), or a path to a local
+    weights .h5 (for MobileNetV2 a no-top ImageNet-style file).
+    """
+    import keras
+
+    if arch not in ARCHS:
+        raise BadInput(f"--arch {arch!r}: unknown architecture (choose from {', '.join(ARCHS)})")
+    if img_size < 32:
+        raise BadInput(f"--img-size {img_size}: must be at least 32 px")
+    inputs = keras.Input(shape=(img_size, img_size, 3), dtype="uint8", name="image")
+    if arch == "mobilenetv2":
+        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
+        base, source = _mobilenet_base(img_size, alpha, weights)
+        x = base(x)
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    else:
+        x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
+        x = _cnn_body(x)
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+        x = keras.layers.Dense(128, activation="relu", name="head_dense")(x)
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+        source = "none"
+    # float32 softmax even under mixed precision: probabilities must sum to one.
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs")(x)
+    model = keras.Model(inputs, outputs, name=f"leukedge_{arch}")
+    if arch == "custom_cnn":
+        source = _load_cnn_weights(model, weights)
+    set_bn_momentum(model, BN_MOMENTUM)
+    return Built(model, source)
+
+
+def _cnn_body(x):
+    """The paper's custom CNN: stacked Conv2D + BN + ReLU blocks, each closed by max pooling.
+
+    Filters 32-64-128-256; one convolution in the first block (it runs at full
+    resolution, where a second one would double the cost), two in the others.
+    """
+    import keras
+
+    for b, filters in enumerate(CNN_FILTERS, start=1):
+        for c in range(1 if b == 1 else 2):
+            name = f"block{b}_conv{c + 1}"
+            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)(x)
+            x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+            x = keras.layers.ReLU(name=f"{name}_relu")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
+    return x
+
+
+def _mobilenet_base(img_size: int, alpha: float, weights: str):
+    import keras
+
+    def make(w):
+        return keras.applications.MobileNetV2(include_top=False, alpha=alpha, weights=w,
+                                              input_shape=(img_size, img_size, 3), name=BASE_NAME)
+
+    if weights in ("none", None):
+        return make(None), "none"
+    if weights in ("imagenet", "auto"):
+        try:
+            if alpha not in IMAGENET_ALPHAS:
+                raise ValueError(f"no ImageNet weights for alpha {alpha} (have {IMAGENET_ALPHAS})")
+            return make("imagenet"), "imagenet"
+        except Exception as exc:  # noqa: BLE001 - offline, no cache, or an unsupported alpha
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            if weights == "imagenet":
+                raise BadInput(f"--weights imagenet: cannot get ImageNet weights ({reason}); "
+                               "use --weights PATH to a local no-top .h5 or --weights none") from None
+            log.warning("ImageNet weights unavailable (%s): MobileNetV2 starts from random weights", reason)
+            return make(None), "none"
+    path = _weights_path(weights)
+    try:
+        return make(str(path)), f"file:{path.name}"
+    except Exception as exc:  # noqa: BLE001 - h5py/keras raise many types for a wrong file
+        raise BadInput(f"--weights {path}: does not fit MobileNetV2 alpha {alpha} without top "
+                       f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+
+
+def _load_cnn_weights(model, weights: str) -> str:
+    if weights in ("none", "auto", None):
+        return "none"
+    if weights == "imagenet":
+        raise BadInput("--weights imagenet: the custom CNN has no ImageNet weights (use none or a PATH)")
+    path = _weights_path(weights)
+    try:
+        model.load_weights(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise BadInput(f"--weights {path}: does not fit this custom CNN ({type(exc).__name__})") from None
+    return f"file:{path.name}"
+
+
+def _weights_path(weights: str) -> Path:
+    path = Path(weights)
+    if not path.is_file():
+        raise BadInput(f"--weights {weights}: no such file (expected auto, imagenet, none or a .h5 path)")
+    if not path.name.endswith(".h5"):
+        raise BadInput(f"--weights {weights}: expected a Keras weights .h5 file")
+    return path
+
+
+# --------------------------------------------------------------------------- layer helpers
+
+
+def walk_layers(model):
+    """Every layer, descending into nested models (the MobileNetV2 base)."""
+    import keras
+
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from walk_layers(layer)
+
+
+def bn_layers(model) -> list:
+    import keras
+
+    return [layer for layer in walk_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def set_bn_momentum(model, momentum: float) -> None:
+    for layer in bn_layers(model):
+        layer.momentum = momentum
+
+
+def freeze_base(model) -> None:
+    """Phase 1 with pretrained weights: only the new head trains."""
+    model.get_layer(BASE_NAME).trainable = False
+
+
+def unfreeze_upper_base(model, from_layer: str = FINE_TUNE_FROM) -> int:
+    """Phase 2: train the base from `from_layer` upwards; returns how many layers train.
+
+    Batch-norm layers stay frozen, and so in inference mode, as the Keras
+    fine-tuning guide advises: their ImageNet statistics must not be overwritten by
+    the first small batches of smear images.
+    """
+    import keras
+
+    base = model.get_layer(BASE_NAME)
+    base.trainable = True
+    names = [layer.name for layer in base.layers]
+    if from_layer not in names:
+        raise ValueError(f"{from_layer!r} is not a layer of {base.name}")
+    start = names.index(from_layer)
+    n = 0
+    for i, layer in enumerate(base.layers):
+        layer.trainable = i >= start and not isinstance(layer, keras.layers.BatchNormalization)
+        n += int(layer.trainable and bool(layer.weights))
+    return n

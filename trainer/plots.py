@@ -1,0 +1,65 @@
+"""PNG figures for a run: training curves and the confusion matrix (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on training servers
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(history: dict, path: Path) -> Path:
+    """Loss and accuracy per epoch, training and validation, with phase changes marked."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = range(1, len(history.get("loss", [])) + 1)
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = history.get(prefix + key)
+            if values:
+                ax.plot(list(epochs)[: len(values)], values, style, label=(prefix or "train_") + key)
+        phases = history.get("phase", [])
+        for i in range(1, len(phases)):
+            if phases[i] != phases[i - 1]:
+                ax.axvline(i + 0.5, color="grey", linewidth=0.8)
+                ax.text(i + 0.6, ax.get_ylim()[1], phases[i], va="top", fontsize=8, color="grey")
+        best = history.get("best_epoch")
+        if best:
+            ax.axvline(best, color="green", linewidth=0.8, linestyle=":")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_confusion(report: dict, path: Path, title: str | None = None) -> Path:
+    """Confusion matrix (rows true, columns predicted) with counts, from a classification report."""
+    import numpy as np
+
+    plt = _pyplot()
+    cm = np.asarray(report["confusion_matrix"])
+    labels = report["labels"]
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_title(title or f"accuracy {report['accuracy'] * 100:.2f} % (n={cm.sum()})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,335 @@
+"""`leukedge train`: data folder -> RUN/ with model.keras, split.json, history, report, PNGs.
+
+Flow: scan -> remove duplicates -> split -> decode into memory (uint8) -> SMOTE on the
+training split only -> fit with augmentation on the training split only -> keep the
+best epoch on validation -> score the test split -> colour baseline -> report.
+
+The batch-norm trap. From random weights, a plain recipe (Adam 1e-3, Keras' default
+BN momentum 0.99-0.999) can reach 96 % training accuracy while validation calls every
+image one class: the moving statistics that inference uses lag far behind weights
+that change quickly. Three things keep validation honest here, on any backend:
+1. BN momentum 0.9 (trainer.models), so the statistics follow within ~20 steps;
+2. a linear warm-up then cosine decay of the learning rate;
+3. before every validation, `recalibrate_bn` recomputes the moving statistics of the
+   trainable BN layers as the plain average over a fixed sample of training images
+   (forward passes in training mode with the momentum set to k/(k+1) for batch k),
+   so the model that is validated, checkpointed and saved is the model as trained.
+Frozen BN layers (pretrained fine-tuning) keep their ImageNet statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.bundle import LABELS
+from edge.errors import BadInput
+
+log = logging.getLogger(__name__)
+
+HEAD_LR_FACTOR = 0.1  # fine-tuning learning rate = lr * this
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a run; stored as RUN/train_config.json (None = the documented default)."""
+
+    data: str
+    out: str
+    arch: str = "mobilenetv2"
+    epochs: int | None = None  # default: 30 pretrained MobileNetV2 (5 head + 25 fine-tune), 60 from scratch
+    img_size: int = 224
+    batch: int = 32
+    lr: float = 1e-3
+    weights: str = "auto"
+    alpha: float = 1.0
+    dropout: float = 0.2
+    smote: bool = True
+    split: str = "image"
+    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    test_data: str | None = None
+    seed: int = 0
+    subset: str = "Original"
+    stain_norm: str = "none"
+    patience: int = 10
+    bn_recal_images: int = 512
+    mixed_precision: bool = False
+    workers: int = 2
+    verbose: int = 1
+    labels: list[str] = field(default_factory=lambda: list(LABELS))
+
+
+@dataclass
+class Data:
+    splits: dict
+    x: dict  # split name -> uint8 images
+    y: dict  # split name -> int labels
+    split_meta: dict
+    stain: object | None  # edge.bundle.StainNorm or None
+
+
+def default_epochs(pretrained: bool) -> int:
+    return 30 if pretrained else 60
+
+
+def prepare_data(cfg: TrainConfig, run: Path) -> Data:
+    """Scan, de-duplicate, split, write split.json, fit the stain target, decode all splits."""
+    from trainer.data import load_images, remove_duplicates, scan, split_items
+    from trainer.split import write_split
+
+    data_root = Path(cfg.data)
+    found = scan(data_root, cfg.subset)
+    if not found.items:
+        raise BadInput(f"{data_root}: no images found")
+    test_items, test_root = None, None
+    if cfg.test_data:
+        test_root = Path(cfg.test_data)
+        test_scan = scan(test_root, cfg.subset)
+        test_items, _ = remove_duplicates(test_scan.items)
+    kept, dups = remove_duplicates(found.items, reference=test_items or ())
+    splits = split_items(kept, cfg.split, cfg.seed, cfg.ratios, test_items=test_items)
+    for name in ("train", "val", "test"):
+        if not splits[name]:
+            raise BadInput(f"{data_root}: the {name} split is empty ({len(kept)} images); add images or change the ratios")
+    progress = cfg.verbose > 0
+    stain = None
+    if cfg.stain_norm != "none":
+        from edge.stain import fit_stain_norm
+
+        rng = np.random.default_rng(cfg.seed)
+        pick = rng.choice(len(splits["train"]), min(256, len(splits["train"])), replace=False)
+        sample, _, _ = load_images([splits["train"][i] for i in sorted(pick)], cfg.img_size, progress=False)
+        stain = fit_stain_norm(cfg.stain_norm, sample)
+    x, y, bad = {}, {}, []
+    for name in ("train", "val", "test"):
+        x[name], y[name], b = load_images(splits[name], cfg.img_size, progress=progress, stain=stain)
+        bad += b
+        if len(x[name]) == 0:
+            raise BadInput(f"{data_root}: no decodable images in the {name} split")
+    meta = {"data_root": data_root, "test_root": test_root, "protocol": cfg.split, "seed": cfg.seed,
+            "ratios": list(cfg.ratios), "subset": cfg.subset, "duplicates": dups,
+            "skipped": list(found.skipped) + bad}
+    write_split(run, splits, meta)
+    split_meta = json.loads((run / "split.json").read_text())
+    split_meta.pop("splits")
+    return Data(splits, x, y, split_meta, stain)
+
+
+def recalibrate_bn(model, x: np.ndarray, batch_size: int) -> int:
+    """Set the trainable BN layers' moving statistics to the average over `x` (no weight update).
+
+    Works the same under TensorFlow and JAX: an eager forward pass in training mode
+    makes each BN layer assign moving = momentum * moving + (1 - momentum) * batch; with
+    momentum k/(k+1) for batch k the result is the plain mean over all batches.
+    Returns the number of batches used.
+    """
+    from trainer.models import bn_layers
+
+    layers = [layer for layer in bn_layers(model) if layer.trainable]
+    if not layers or len(x) == 0:
+        return 0
+    batch_size = min(batch_size, len(x))
+    n_batches = len(x) // batch_size  # equal-size batches, so each weighs the same
+    saved = [layer.momentum for layer in layers]
+    try:
+        for k in range(n_batches):
+            for layer in layers:
+                layer.momentum = k / (k + 1)
+            model(x[k * batch_size:(k + 1) * batch_size], training=True)
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
+    return n_batches
+
+
+def make_validation_callback(**kwargs):
+    import keras
+
+    class EpochValidation(keras.callbacks.Callback):
+        """Recalibrate BN, validate, keep the best weights, stop after `patience` idle epochs.
+
+        Best = highest validation accuracy, ties broken by lower validation loss (on a
+        few hundred images accuracy ties are common). Runs first among the callbacks,
+        so the progress bar and History see val_loss / val_accuracy.
+        """
+
+        def __init__(self, x_recal, x_val, y_val, batch, patience, checkpoint):
+            super().__init__()
+            self.x_recal, self.x_val, self.y_val = x_recal, x_val, y_val
+            self.batch, self.patience, self.checkpoint = batch, patience, checkpoint
+            self.best, self.best_weights, self.best_epoch = (-1.0, -math.inf), None, -1
+            self.train_seconds: list[float] = []
+            self.wait, self._t0 = 0, 0.0
+
+        def on_train_begin(self, logs=None):
+            self.wait = 0  # patience restarts with each phase
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.train_seconds.append(time.perf_counter() - self._t0)
+            model = self.model
+            recalibrate_bn(model, self.x_recal, self.batch)
+            probs = np.asarray(model.predict(self.x_val, batch_size=self.batch, verbose=0), np.float64)
+            loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(self.y_val)), self.y_val], 1e-7, 1.0))))
+            acc = float(np.mean(probs.argmax(1) == self.y_val))
+            logs = logs if logs is not None else {}
+            logs.update(val_loss=loss, val_accuracy=acc,
+                        lr=float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+            if (acc, -loss) > self.best:
+                self.best, self.best_epoch, self.wait = (acc, -loss), epoch, 0
+                self.best_weights = model.get_weights()
+                model.save_weights(self.checkpoint)
+            else:
+                self.wait += 1
+                if self.wait >= self.patience:
+                    model.stop_training = True
+
+    return EpochValidation(**kwargs)
+
+
+def _compile(model, lr: float, steps: int, epochs: int, warmup_epochs: float):
+    import keras
+
+    total = max(1, steps * epochs)
+    warmup = min(total // 2, max(1, round(steps * warmup_epochs))) if total > 1 else 0
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=lr * 0.01, decay_steps=max(1, total - warmup), alpha=0.01,
+        warmup_target=lr if warmup else None, warmup_steps=warmup)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+
+
+def _strategy():
+    """MirroredStrategy when TensorFlow sees several GPUs; otherwise no strategy."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if len(tf.config.list_physical_devices("GPU")) > 1:
+            return tf.distribute.MirroredStrategy()
+    return None
+
+
+def fit(cfg: TrainConfig, data: Data, run: Path):
+    """Build and train; returns (model, weights_source, history dict, train img/s, epochs run)."""
+    import keras
+
+    from trainer.augment import smote_balance
+    from trainer.models import build, freeze_base, unfreeze_upper_base
+    from trainer.pipeline import TrainBatches
+
+    x_train, y_train = data.x["train"], data.y["train"]
+    if cfg.smote:
+        x_train, y_train = smote_balance(x_train, y_train, seed=cfg.seed)
+    strategy = _strategy()
+    scope = strategy.scope() if strategy else contextlib.nullcontext()
+    with scope:
+        model, source = build(cfg.arch, cfg.img_size, len(LABELS), cfg.alpha, cfg.weights, cfg.dropout)
+    pretrained = source != "none"
+    epochs = cfg.epochs or default_epochs(pretrained)
+    batches = TrainBatches(x_train, y_train, cfg.batch, seed=cfg.seed, workers=cfg.workers)
+    steps = len(batches)
+    rng = np.random.default_rng(cfg.seed)
+    recal = data.x["train"][rng.permutation(len(data.x["train"]))[: cfg.bn_recal_images]]
+    val_cb = make_validation_callback(x_recal=recal, x_val=data.x["val"], y_val=data.y["val"], batch=cfg.batch,
+                                      patience=cfg.patience, checkpoint=str(run / "best.weights.h5"))
+    if cfg.arch == "mobilenetv2" and pretrained:
+        head = min(5, max(1, epochs // 5))
+        phases = [("head", head, cfg.lr, 0.0), ("fine-tune", epochs - head, cfg.lr * HEAD_LR_FACTOR, 1.0)]
+    else:
+        phases = [("train", epochs, cfg.lr, min(3.0, max(1.0, epochs / 10)))]
+    history: dict[str, list] = {}
+    done = 0
+    for name, n_epochs, lr, warmup in phases:
+        if n_epochs <= 0:
+            continue
+        with scope:
+            if name == "head":
+                freeze_base(model)
+            elif name == "fine-tune":
+                unfreeze_upper_base(model)
+            _compile(model, lr, steps, n_epochs, warmup)
+        if cfg.verbose:
+            print(f"phase {name}: {n_epochs} epochs, peak lr {lr:g}, {len(x_train)} training images/epoch")
+        h = model.fit(batches, epochs=done + n_epochs, initial_epoch=done, callbacks=[val_cb],
+                      verbose=cfg.verbose)
+        ran = len(h.history.get("loss", []))
+        for key, values in h.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
+        history.setdefault("phase", []).extend([name] * ran)
+        done += ran
+        if val_cb.best_weights is not None:
+            model.set_weights(val_cb.best_weights)
+    history["best_epoch"] = val_cb.best_epoch + 1
+    secs = val_cb.train_seconds
+    steady = secs[1:] if len(secs) > 1 else secs  # the first epoch includes compilation
+    img_per_s = len(x_train) * len(steady) / max(sum(steady), 1e-9)
+    return model, source, history, img_per_s, done
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run the whole flow; returns report.json's content."""
+    start = time.perf_counter()
+    run = Path(cfg.out)
+    if cfg.arch not in ("mobilenetv2", "custom_cnn"):
+        raise BadInput(f"--arch {cfg.arch!r}: unknown architecture (choose mobilenetv2 or custom_cnn)")
+    if not Path(cfg.data).is_dir():
+        raise BadInput(f"--data {cfg.data}: not a folder")
+    if cfg.weights not in ("auto", "imagenet", "none") and not Path(cfg.weights).is_file():
+        raise BadInput(f"--weights {cfg.weights}: no such file (expected auto, imagenet, none or a .h5 path)")
+    if cfg.batch < 1 or cfg.img_size < 32 or (cfg.epochs is not None and cfg.epochs < 1):
+        raise BadInput("--batch and --epochs must be >= 1 and --img-size >= 32")
+    run.mkdir(parents=True, exist_ok=True)
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    data = prepare_data(cfg, run)
+    config = asdict(cfg)
+    config["stain_norm"] = data.stain.model_dump(mode="json") if data.stain else {"method": "none", "target": {}}
+    (run / "train_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    model, source, history, img_per_s, epochs_run = fit(cfg, data, run)
+    model.save(run / "model.keras")
+    config.update(weights_source=source, epochs_run=epochs_run)
+    (run / "train_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (run / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+    report = score(model, data.x["test"], data.y["test"], cfg.batch, data.x["train"], data.y["train"], cfg.seed)
+    m = data.split_meta
+    report.update(
+        split={"protocol": m["protocol"], "seed": m["seed"], "counts": m["counts"],
+               "duplicates_removed": m["duplicates_removed"], "fingerprint": m["fingerprint"],
+               "test_source": m["test_root"] or f"{m['protocol']} split of {m['data_root']}"},
+        smote=cfg.smote, weights=source, weights_requested=cfg.weights, arch=cfg.arch, img_size=cfg.img_size,
+        alpha=cfg.alpha if cfg.arch == "mobilenetv2" else None, epochs=epochs_run,
+        best_epoch=history["best_epoch"], stain_norm=cfg.stain_norm, train_img_per_s=round(img_per_s, 1))
+    from trainer.plots import plot_confusion, plot_history
+    from trainer.report import versions, write_json
+
+    report["curves_png"] = str(plot_history(history, run / "training_curves.png"))
+    report["confusion_png"] = str(plot_confusion(report, run / "confusion_matrix.png"))
+    report["versions"] = versions()
+    report["wall_s"] = round(time.perf_counter() - start, 1)
+    write_json(run / "report.json", report)
+    return report
+
+
+def score(model, x_test, y_test, batch, x_train, y_train, seed) -> dict:
+    """Model report on (x_test, y_test) plus the colour baseline fitted on (x_train, y_train)."""
+    from trainer.baseline import baseline_accuracy, compare
+    from trainer.report import classification_report
+
+    probs = model.predict(x_test, batch_size=batch, verbose=0)
+    report = classification_report(y_test, probs, LABELS)
+    return compare(report, baseline_accuracy(x_train, y_train, x_test, y_test, seed))
