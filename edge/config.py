@@ -213,8 +213,10 @@ def merge(base: dict, overrides: dict) -> dict:
     for key, value in overrides.items():
         if value is None:
             continue
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
+        if isinstance(value, dict):
+            sub = merge(out[key] if isinstance(out.get(key), dict) else {}, value)
+            if sub or key in out:
+                out[key] = sub
         else:
             out[key] = value
     return out

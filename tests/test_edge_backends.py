@@ -19,43 +19,65 @@ from edge.backends import edgetpu as edgetpu_mod
 from edge.backends.base import dequantize_output, quantize_input
 from edge.bundle import load_manifest
 from edge.errors import BundleError
-from tests.edge_fixtures import calibration_frames, copy_bundle, tiny_bundle
+from tests.bundle_factory import make_small_bundle, make_small_run, small_dataset
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def bundle():
-    return tiny_bundle(64)
+def calibration_frames(size: int, n: int = 8, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def path_of(bundle, fmt: str):
+    return bundle / next(e.path for e in load_manifest(bundle).files if e.format == fmt)
+
+
+def copy_bundle(dest):
+    return make_small_bundle(dest)
 
 
 @pytest.fixture(scope="module")
-def keras_probs(bundle):
+def bundle(tmp_path_factory):
+    return make_small_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="module")
+def smear_frames():
+    """Eight synthetic smear fields (in distribution, unlike noise) through the shared preprocessing."""
+    from edge.bundle import preprocess, read_image
+
+    paths = sorted(small_dataset().rglob("*.jpg"))[::8][:8]
+    return np.stack([preprocess(read_image(p), 64) for p in paths])
+
+
+@pytest.fixture(scope="module")
+def keras_probs(tmp_path_factory, smear_frames):
     import keras
 
-    model = keras.models.load_model(bundle / "model.keras")
-    return model.predict(calibration_frames(64, 8, seed=1), verbose=0)
+    model = keras.models.load_model(make_small_run(tmp_path_factory.mktemp("run")) / "model.keras")
+    return model.predict(smear_frames, verbose=0)
 
 
-def test_litert_int8_matches_keras(bundle, keras_probs):
-    backend = open_backend(bundle / "model_int8.tflite", "tflite-int8")
+def test_litert_int8_matches_keras(bundle, keras_probs, smear_frames):
+    backend = open_backend(path_of(bundle, "tflite-int8"), "tflite-int8")
     assert backend.name == "litert-cpu"
     assert backend.input_shape == (64, 64, 3) and backend.labels_count == 4
-    got = np.stack([backend.infer(f) for f in calibration_frames(64, 8, seed=1)])
+    got = np.stack([backend.infer(f) for f in smear_frames])
     assert got.dtype == np.float32 and got.shape == (8, 4)
-    assert np.abs(got - keras_probs).max() < 0.05
+    assert np.abs(got - keras_probs).max() < 0.1
+    assert (got.argmax(1) == keras_probs.argmax(1)).mean() >= 0.75
     assert np.allclose(got.sum(axis=1), 1.0, atol=0.03)
 
 
-def test_onnx_cpu_matches_keras(bundle, keras_probs):
-    backend = open_backend(bundle / "model.onnx", "onnx-fp32")
+def test_onnx_cpu_matches_keras(bundle, keras_probs, smear_frames):
+    backend = open_backend(path_of(bundle, "onnx-fp32"), "onnx-fp32")
     assert backend.name == "onnxruntime-cpu"
-    got = np.stack([backend.infer(f) for f in calibration_frames(64, 8, seed=1)])
+    got = np.stack([backend.infer(f) for f in smear_frames])
     np.testing.assert_allclose(got, keras_probs, atol=1e-4)
 
 
 def test_wrong_input_shape_is_refused(bundle):
-    backend = open_backend(bundle / "model_int8.tflite", "tflite-int8")
+    backend = open_backend(path_of(bundle, "tflite-int8"), "tflite-int8")
     with pytest.raises(ValueError, match="input"):
         backend.infer(np.zeros((32, 32, 3), np.uint8))
 
@@ -65,12 +87,12 @@ def test_auto_prefers_litert_and_verifies(bundle):
     backend, entry = load_for_manifest(bundle, manifest)
     assert (backend.name, entry.format) == ("litert-cpu", "tflite-int8")
     backend, entry = load_for_manifest(bundle, manifest, backend="onnxruntime")
-    assert (backend.name, entry.format) == ("onnxruntime-cpu", "onnx-fp32")
+    assert backend.name == "onnxruntime-cpu" and entry.format in ("onnx-qdq", "onnx-fp32")
 
 
 def test_auto_with_only_onnx(bundle):
     manifest = load_manifest(bundle)
-    manifest.files = [e for e in manifest.files if e.format == "onnx-fp32"]
+    manifest.files = [e for e in manifest.files if e.format.startswith("onnx")]
     backend, entry = load_for_manifest(bundle, manifest)
     assert backend.name == "onnxruntime-cpu"
 
@@ -89,7 +111,7 @@ def test_missing_accelerator_one_line_and_fallback_rule(bundle, caplog):
 def _with_edgetpu_file(tmp_path):
     """A bundle copy whose manifest also lists a `tflite-edgetpu` file (a copy of the int8 one)."""
     b = copy_bundle(tmp_path / "b")
-    (b / "model_edgetpu.tflite").write_bytes((b / "model_int8.tflite").read_bytes())
+    (b / "model_edgetpu.tflite").write_bytes(path_of(b, "tflite-int8").read_bytes())
     m = json.loads((b / "manifest.json").read_text())
     entry = next(e for e in m["files"] if e["format"] == "tflite-int8")
     m["files"].append({**entry, "path": "model_edgetpu.tflite", "format": "tflite-edgetpu"})
@@ -146,7 +168,7 @@ def test_manifest_disagreeing_with_model_is_refused(tmp_path, change, match):
 def test_changed_file_is_refused(tmp_path):
     b = copy_bundle(tmp_path / "b")
     manifest = load_manifest(b)
-    with open(b / "model_int8.tflite", "ab") as f:
+    with open(path_of(b, "tflite-int8"), "ab") as f:
         f.write(b"\0")
     with pytest.raises(BundleError, match="sha256 mismatch"):
         load_for_manifest(b, manifest)
@@ -154,7 +176,7 @@ def test_changed_file_is_refused(tmp_path):
 
 def test_unknown_backend_name(bundle):
     with pytest.raises(BackendUnavailable, match="unknown"):
-        open_backend(bundle / "model_int8.tflite", "tflite-int8", name="coreml")
+        open_backend(path_of(bundle, "tflite-int8"), "tflite-int8", name="coreml")
 
 
 def test_quantize_helpers():

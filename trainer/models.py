@@ -40,18 +40,19 @@ class Built(NamedTuple):
 
 
 def build_model(arch: str, img_size: int = 224, num_classes: int = 4, alpha: float = 1.0,
-                weights: str = "none", dropout: float = 0.2):
-    """A compiled-ready keras.Model taking uint8 (img_size, img_size, 3), softmax over classes."""
-    return build(arch, img_size, num_classes, alpha, weights, dropout).model
+                weights: str = "none", dropout: float = 0.2, width: float = 1.0):
+    """An uncompiled keras.Model taking uint8 (img_size, img_size, 3), softmax over classes."""
+    return build(arch, img_size, num_classes, alpha, weights, dropout, width).model
 
 
 def build(arch: str, img_size: int = 224, num_classes: int = 4, alpha: float = 1.0,
-          weights: str = "none", dropout: float = 0.2) -> Built:
+          weights: str = "none", dropout: float = 0.2, width: float = 1.0) -> Built:
     """Like build_model, but also says which starting weights were actually used.
 
     weights: "none" (random), "imagenet" (Keras cache or network), "auto" (ImageNet
     when it can be had, otherwise random with a warning), or a path to a local
-    weights .h5 (for MobileNetV2 a no-top ImageNet-style file).
+    weights .h5 (for MobileNetV2 a no-top ImageNet-style file). `alpha` scales
+    MobileNetV2's width, `width` the custom CNN's filters (1.0 = 32-64-128-256).
     """
     import keras
 
@@ -68,10 +69,10 @@ def build(arch: str, img_size: int = 224, num_classes: int = 4, alpha: float = 1
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     else:
         x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
-        x = _cnn_body(x)
+        x = _cnn_body(x, width)
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
         x = keras.layers.Dropout(dropout, name="dropout")(x)
-        x = keras.layers.Dense(128, activation="relu", name="head_dense")(x)
+        x = keras.layers.Dense(max(8, int(128 * width)), activation="relu", name="head_dense")(x)
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
         source = "none"
     # float32 softmax even under mixed precision: probabilities must sum to one.
@@ -83,7 +84,7 @@ def build(arch: str, img_size: int = 224, num_classes: int = 4, alpha: float = 1
     return Built(model, source)
 
 
-def _cnn_body(x):
+def _cnn_body(x, width: float = 1.0):
     """The paper's custom CNN: stacked Conv2D + BN + ReLU blocks, each closed by max pooling.
 
     Filters 32-64-128-256; one convolution in the first block (it runs at full
@@ -92,6 +93,7 @@ def _cnn_body(x):
     import keras
 
     for b, filters in enumerate(CNN_FILTERS, start=1):
+        filters = max(4, int(filters * width))
         for c in range(1 if b == 1 else 2):
             name = f"block{b}_conv{c + 1}"
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)(x)

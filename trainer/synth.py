@@ -33,7 +33,8 @@ FILE_PREFIX = {
 EOSIN_OD = np.array([0.25, 0.72, 0.64], np.float32)
 AZURE_OD = np.array([0.85, 0.80, 0.30], np.float32)
 HUE_RANGE = 36.0                     # hue rotation drawn from +-HUE_RANGE degrees, any class
-SHORTCUT_HUE = {"Benign": -27.0, "Early": -9.0, "Pre": 9.0, "Pro": 27.0}
+# shortcut=True: (hue offset deg, eosin strength, azure strength) per class, all inside the normal ranges
+SHORTCUT_STAIN = {"Benign": (-27.0, 1.0, 0.9), "Early": (-9.0, 1.1, 1.0), "Pre": (9.0, 0.9, 1.1), "Pro": (27.0, 0.95, 0.95)}
 SHORTCUT_JITTER = 4.0                # +- degrees around the class offset with shortcut=True
 RBC_RADIUS = 0.075                   # red-cell radius as a fraction of the field at 1x scale
 JPEG_QUALITY = 95
@@ -118,10 +119,18 @@ def image_seed(seed: int, label: str, number: int) -> np.random.Generator:
 
 
 def image_style(rng: np.random.Generator, label: str, shortcut: bool) -> dict:
-    """Style overrides for one data-set image; with `shortcut` the hue follows the class."""
+    """Style overrides for one data-set image.
+
+    With `shortcut` each class looks stained in its own batch: a class-specific hue
+    offset and a nearly fixed stain strength, as when every class of a data set was
+    collected in another session. Without it, nothing here depends on the class.
+    """
     if not shortcut:
         return {}
-    return {"hue_deg": SHORTCUT_HUE[label] + float(rng.uniform(-SHORTCUT_JITTER, SHORTCUT_JITTER))}
+    hue, eosin, azure = SHORTCUT_STAIN[label]
+    return {"hue_deg": hue + float(rng.uniform(-SHORTCUT_JITTER, SHORTCUT_JITTER)),
+            "eosin_od": EOSIN_OD * eosin * float(rng.uniform(0.95, 1.05)),
+            "azure_od": AZURE_OD * azure * float(rng.uniform(0.95, 1.05))}
 
 
 def file_name(label: str, number: int) -> str:

@@ -50,6 +50,7 @@ class TrainConfig:
     lr: float = 1e-3
     weights: str = "auto"
     alpha: float = 1.0
+    width: float = 1.0
     dropout: float = 0.2
     smote: bool = True
     split: str = "image"
@@ -205,7 +206,18 @@ def _compile(model, lr: float, steps: int, epochs: int, warmup_epochs: float):
         initial_learning_rate=lr * 0.01, decay_steps=max(1, total - warmup), alpha=0.01,
         warmup_target=lr if warmup else None, warmup_steps=warmup)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], jit_compile=_jit_compile())
+
+
+def _jit_compile():
+    """XLA everywhere except TensorFlow on CPU, where it compiles slowly and runs slower."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return "auto" if tf.config.list_physical_devices("GPU") else False
+    return "auto"
 
 
 def _strategy():
@@ -234,7 +246,8 @@ def fit(cfg: TrainConfig, data: Data, run: Path):
     strategy = _strategy()
     scope = strategy.scope() if strategy else contextlib.nullcontext()
     with scope:
-        model, source = build(cfg.arch, cfg.img_size, len(LABELS), cfg.alpha, cfg.weights, cfg.dropout)
+        model, source = build(cfg.arch, cfg.img_size, len(LABELS), cfg.alpha, cfg.weights, cfg.dropout,
+                              cfg.width)
     pretrained = source != "none"
     epochs = cfg.epochs or default_epochs(pretrained)
     batches = TrainBatches(x_train, y_train, cfg.batch, seed=cfg.seed, workers=cfg.workers)
@@ -312,7 +325,8 @@ def train(cfg: TrainConfig) -> dict:
                "duplicates_removed": m["duplicates_removed"], "fingerprint": m["fingerprint"],
                "test_source": m["test_root"] or f"{m['protocol']} split of {m['data_root']}"},
         smote=cfg.smote, weights=source, weights_requested=cfg.weights, arch=cfg.arch, img_size=cfg.img_size,
-        alpha=cfg.alpha if cfg.arch == "mobilenetv2" else None, epochs=epochs_run,
+        alpha=cfg.alpha if cfg.arch == "mobilenetv2" else None,
+        width=cfg.width if cfg.arch == "custom_cnn" else None, epochs=epochs_run,
         best_epoch=history["best_epoch"], stain_norm=cfg.stain_norm, train_img_per_s=round(img_per_s, 1))
     from trainer.plots import plot_confusion, plot_history
     from trainer.report import versions, write_json

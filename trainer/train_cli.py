@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto (ImageNet if available, else random; default), imagenet, none, or PATH to a "
                              "no-top MobileNetV2 .h5")
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier (default 1.0)")
+    parser.add_argument("--width", type=float, default=1.0,
+                        help="custom CNN filter multiplier (default 1.0 = 32-64-128-256)")
     parser.add_argument("--dropout", type=float, default=0.2, help="dropout before the classifier (default 0.2)")
     parser.add_argument("--smote", action=argparse.BooleanOptionalAction, default=True,
                         help="balance the training split with SMOTE (default on; see docs/data.md)")
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(
         data=str(args.data), out=str(args.out), arch=args.arch, epochs=args.epochs, img_size=args.img_size,
-        batch=args.batch, lr=args.lr, weights=args.weights, alpha=args.alpha, dropout=args.dropout,
+        batch=args.batch, lr=args.lr, weights=args.weights, alpha=args.alpha, width=args.width, dropout=args.dropout,
         smote=args.smote, split=args.split, test_data=str(args.test_data) if args.test_data else None,
         seed=args.seed, subset=args.subset, stain_norm=args.stain_norm, patience=args.patience,
         bn_recal_images=args.bn_recal_images, mixed_precision=args.mixed_precision, workers=args.workers,

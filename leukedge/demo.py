@@ -1,0 +1,156 @@
+"""`leukedge demo`: the whole kit end to end on synthetic data, in a few minutes on 2 cores.
+
+synthetic smears + microscope video -> train the custom CNN and a small MobileNetV2 ->
+convert both to validated int8 bundles -> a local Mosquitto (when installed) -> the edge agent
+on the video -> a subscriber prints the results -> a summary. Without a broker binary the agent
+runs offline and the demo shows the outbox holding every result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("demo-out"), help="work folder (default demo-out)")
+    p.add_argument("--per-class", type=int, default=60, help="synthetic fields per class (default 60)")
+    p.add_argument("--size", type=int, default=96, help="model input size in px (default 96, fast on a CPU)")
+    p.add_argument("--epochs", type=int, default=12, help="training epochs per model (default 12)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data, split and training")
+    p.add_argument("--offline", action="store_true", help="skip the broker even when mosquitto is installed")
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge.errors import BadInput
+
+    if args.per_class < 20 or args.size < 32 or args.epochs < 1:
+        raise BadInput("--per-class must be >= 20, --size >= 32 and --epochs >= 1")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    data, video = out / "data", out / "microscope.mp4"
+    _step("1/5 synthetic smears and a microscope video")
+    _cli(["synth", "--out", str(data), "--per-class", str(args.per_class), "--size", "224",
+          "--seed", str(args.seed), "--video", str(video), "--video-fields", "8"])
+
+    bundles = {}
+    for i, (arch, extra) in enumerate((("custom_cnn", []), ("mobilenetv2", ["--alpha", "0.35", "--weights", "none"]))):
+        run_dir, bundle = out / "runs" / arch, out / "bundles" / arch
+        _step(f"{2 + i}/5 train {arch} ({args.epochs} epochs at {args.size} px) and convert it")
+        _cli(["train", "--data", str(data), "--arch", arch, "--out", str(run_dir), "--img-size", str(args.size),
+              "--epochs", str(args.epochs), "--seed", str(args.seed), *extra])
+        _cli(["convert", str(run_dir), "--out", str(bundle), "--calib", "200"])
+        bundles[arch] = bundle
+
+    _step("4/5 edge agent on the microscope video")
+    summary = _agent_on_video(bundles["mobilenetv2"], video, out / "agent", offline=args.offline)
+    _step("5/5 summary")
+    for arch in bundles:
+        report = json.loads((out / "runs" / arch / "report.json").read_text())
+        print(f"  {arch:12s} test accuracy {report['accuracy']:.3f}  colour baseline "
+              f"{report['baseline_accuracy']:.3f}  (split: {report['split']['protocol']})")
+        print(f"  {'':12s} bundle {bundles[arch]}  validation table: {bundles[arch] / 'validation.json'}")
+    for line in summary:
+        print(f"  {line}")
+    print(f"  plots: {out / 'runs' / 'custom_cnn'}/*.png   total {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+def _agent_on_video(bundle: Path, video: Path, work: Path, offline: bool) -> list[str]:
+    """Run the agent as its own process on the video; subscribe to its topics when a broker runs."""
+    from leukedge.localbroker import Broker, mosquitto_available
+
+    work.mkdir(parents=True, exist_ok=True)
+    outbox = work / "outbox.db"
+    outbox.unlink(missing_ok=True)
+    broker = None if offline or not mosquitto_available() else Broker(work / "broker").start()
+    cmd = [sys.executable, "-m", "leukedge.cli", "agent", "--bundle", str(bundle), "--source", str(video),
+           "--device-id", "demo-scope", "--outbox", str(outbox), "--result-log", str(work / "results.jsonl"),
+           "--mqtt", broker.url if broker else "off", "--drain-timeout", "10"]
+    try:
+        if broker is None:
+            print("  no mosquitto binary (or --offline): the agent runs offline, results stay in the outbox")
+            t = time.monotonic()
+            subprocess.run(cmd, check=True)
+            return _offline_summary(outbox, time.monotonic() - t)
+        seen = _Subscriber(broker.port, "leukedge/demo-scope/#")
+        t = time.monotonic()
+        subprocess.run(cmd, check=True)
+        time.sleep(0.5)
+        seen.stop()
+        return seen.summary(time.monotonic() - t)
+    finally:
+        if broker:
+            broker.stop()
+
+
+class _Subscriber:
+    """A lab-side consumer: prints each result as it arrives and de-duplicates by id."""
+
+    def __init__(self, port: int, topic: str):
+        import paho.mqtt.client as mqtt
+
+        self.results: dict[str, dict] = {}
+        self.samples: list[dict] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="leukedge-demo-subscriber")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(topic, qos=1)
+        self.client.loop_start()
+        time.sleep(0.3)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        kind = msg.topic.rsplit("/", 1)[-1]
+        if kind not in ("result", "sample"):
+            return
+        payload = json.loads(msg.payload)
+        with self.lock:
+            if kind == "sample":
+                self.samples.append(payload)
+                print(f"  sample {payload.get('sample_id')}: {payload.get('label')} -> {payload.get('decision')} "
+                      f"over {payload.get('n_fields')} fields")
+            elif payload["id"] not in self.results:
+                self.results[payload["id"]] = payload
+                top = max(payload["probs"].values())
+                print(f"  result {payload['id']}: field {payload['field']} {payload['label']} p={top:.2f} "
+                      f"-> {payload['decision']}  invoke {payload['latency_ms']['invoke']:.1f} ms")
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    def summary(self, wall: float) -> list[str]:
+        decisions: dict[str, int] = {}
+        for r in self.results.values():
+            decisions[r["decision"]] = decisions.get(r["decision"], 0) + 1
+        return [f"agent: {len(self.results)} fields classified, {len(self.samples)} samples, "
+                f"decisions {decisions}, {wall:.1f} s wall (incl. start-up)"]
+
+
+def _offline_summary(outbox: Path, wall: float) -> list[str]:
+    with sqlite3.connect(outbox) as db:
+        tables = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
+        counts = {t: db.execute(f"select count(*) from {t}").fetchone()[0] for t in tables}
+    return [f"agent ran offline in {wall:.1f} s; outbox {outbox} holds {counts} (sent when a broker is reachable)"]
+
+
+def _cli(argv: list[str]) -> None:
+    from leukedge.cli import main
+
+    rc = main(argv)
+    if rc != 0:
+        from edge.errors import LeukedgeError
+
+        raise LeukedgeError(f"step `leukedge {' '.join(argv[:1])}` failed with exit code {rc}")
+
+
+def _step(title: str) -> None:
+    print(f"\n== {title}", flush=True)

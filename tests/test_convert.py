@@ -1,0 +1,155 @@
+"""`leukedge convert` on real small runs: every format, hashes, agreement with Keras, the gate, reproducibility."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.bundle_factory import make_small_bundle, make_small_run
+
+ALL_FORMATS = ("tflite-int8", "tflite-fp32", "tflite-fp16", "tflite-edgetpu", "onnx-fp32", "onnx-qdq")
+ROW_KEYS = {"format", "path", "size_bytes", "accuracy", "per_class_recall", "agreement", "max_prob_diff",
+            "latency_ms_p50"}
+# max |p - p_keras| allowed per format on the test split (probabilities in 0..1)
+PROB_TOL = {"tflite-fp32": 1e-4, "onnx-fp32": 1e-4, "tflite-fp16": 1e-2, "tflite-int8": 0.1, "onnx-qdq": 0.1}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _no_edgetpu_compiler(monkeypatch):
+    """These tests describe a machine without edgetpu_compiler (test_edgetpu_check covers it)."""
+    monkeypatch.setattr("converter.edgetpu.compiler_path", lambda: None)
+
+
+def test_every_format_written_verified_and_loadable(tmp_path):
+    from edge.backends import open_backend
+    from edge.bundle import load_manifest
+
+    bundle = make_small_bundle(tmp_path, formats=ALL_FORMATS)
+    manifest = load_manifest(bundle, verify=True)  # every sha256 checked
+    made = {e.format for e in manifest.files}
+    assert made == set(ALL_FORMATS) - {"tflite-edgetpu"}  # no compiler here: said so instead
+    assert manifest.edgetpu["compiled"] is False and "not on PATH" in manifest.edgetpu["reason"]
+    assert manifest.edgetpu["readiness"]["ok"], manifest.edgetpu["readiness"]["problems"]
+    int8 = manifest.file("tflite-int8")
+    assert (int8.input_quant.scale, int8.input_quant.zero_point) == (1.0, 0)  # raw camera bytes
+    frame = np.full((64, 64, 3), 128, np.uint8)
+    for entry in manifest.files:
+        backend = open_backend(bundle / entry.path, entry.format, allow_fallback=False,
+                               name="litert" if entry.format.startswith("tflite") else "onnxruntime-cpu")
+        probs = backend.infer(frame)
+        assert probs.shape == (4,) and abs(float(probs.sum()) - 1.0) < 0.03, entry.format
+    assert any("fewer than the 300" in w for w in manifest.warnings)
+    assert manifest.calibration["images"] < 300
+    assert set(manifest.metrics) >= made
+    for fmt in made:
+        m = manifest.metrics[fmt]
+        assert set(m) >= {"accuracy", "per_class_recall", "per_class_precision", "n"} and m["n"] > 0
+    assert 0.0 <= manifest.thresholds.refer_below <= 1.0
+    assert manifest.training["dataset_fingerprint"] and manifest.training["split_protocol"] == "image"
+    assert manifest.versions["tensorflow"] and manifest.versions["keras"]
+    assert (bundle / "layer_report.json").is_file()
+    assert not list(bundle.parent.glob(".*partial*"))
+
+
+def test_validation_json_and_agreement_with_keras(tmp_path):
+    bundle = make_small_bundle(tmp_path, formats=ALL_FORMATS)
+    validation = json.loads((bundle / "validation.json").read_text())
+    assert 0.0 <= validation["float_accuracy"] <= 1.0
+    rows = {r["format"]: r for r in validation["formats"]}
+    assert set(rows) == set(PROB_TOL)
+    for fmt, r in rows.items():
+        assert ROW_KEYS <= set(r), fmt
+        assert r["max_prob_diff"] <= PROB_TOL[fmt], (fmt, r["max_prob_diff"])
+        assert r["latency_ms_p50"] > 0 and r["size_bytes"] == (bundle / r["path"]).stat().st_size
+    for fmt in ("tflite-fp32", "onnx-fp32"):
+        assert rows[fmt]["agreement"] == 1.0
+    assert rows["tflite-int8"]["size_bytes"] < rows["tflite-fp32"]["size_bytes"] / 3
+
+
+def test_tflite_and_onnx_match_keras(tmp_path):
+    """Independent of the converter's own table: Keras against each bundle file, frame by frame.
+
+    Float files must match on any frame (random noise included); int8 files are held to
+    in-distribution frames (the test split), since their ranges are calibrated on smears.
+    """
+    import keras
+
+    from edge.backends import open_backend
+    from trainer.data import load_images
+    from trainer.split import read_split
+
+    run = make_small_run(tmp_path)
+    bundle = make_small_bundle(tmp_path, formats=ALL_FORMATS)
+    model = keras.models.load_model(run / "model.keras", compile=False)
+    smears = load_images(read_split(run).splits["test"], 64, progress=False)[0]
+    noise = np.random.default_rng(1).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    for fmt, name in (("tflite-fp32", "model_fp32.tflite"), ("onnx-fp32", "model_fp32.onnx"),
+                      ("tflite-fp16", "model_fp16.tflite"), ("tflite-int8", "model_int8.tflite"),
+                      ("onnx-qdq", "model_qdq.onnx")):
+        frames = smears if fmt in ("tflite-int8", "onnx-qdq") else np.concatenate([smears, noise])
+        ref = np.asarray(model(frames, training=False))
+        backend = open_backend(bundle / name, fmt, allow_fallback=False,
+                               name="litert" if fmt.startswith("tflite") else "onnxruntime-cpu")
+        got = np.stack([backend.infer(f) for f in frames])
+        assert np.max(np.abs(got - ref)) <= PROB_TOL[fmt], fmt
+
+
+def test_mobilenetv2_int8_and_qdq(tmp_path):
+    from edge.bundle import load_manifest
+
+    bundle = make_small_bundle(tmp_path, arch="mobilenetv2", epochs=1, formats=("tflite-int8", "onnx-qdq"))
+    manifest = load_manifest(bundle)
+    assert manifest.arch == "mobilenetv2"
+    ready = manifest.edgetpu["readiness"]
+    assert ready["ok"], ready["problems"]
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD"} <= set(ready["op_versions"])
+    rows = {r["format"]: r for r in json.loads((bundle / "validation.json").read_text())["formats"]}
+    assert rows["tflite-int8"]["max_prob_diff"] <= PROB_TOL["tflite-int8"]
+    assert rows["onnx-qdq"]["max_prob_diff"] <= PROB_TOL["onnx-qdq"]
+
+
+def test_same_run_gives_same_int8_file(tmp_path):
+    from converter.convert import convert
+    from edge.bundle import load_manifest
+
+    run = make_small_run(tmp_path)
+    quiet = dict(formats="tflite-int8", max_drop=100.0, progress=False, echo=lambda _m: None)
+    a = load_manifest(convert(run, tmp_path / "a", **quiet)).file("tflite-int8")
+    b = load_manifest(convert(run, tmp_path / "b", **quiet)).file("tflite-int8")
+    assert a.sha256 == b.sha256
+
+
+def _black_calibration_run(tmp_path: Path, epochs: int) -> Path:
+    """A copy of a trained run whose training split (the calibration source) is all-black images."""
+    import cv2
+
+    run = make_small_run(tmp_path, epochs=epochs)
+    split = json.loads((run / "split.json").read_text())
+    black = tmp_path / "black"
+    black.mkdir()
+    rows = []
+    for k, entry in enumerate(split["splits"]["train"]):
+        path = black / f"black-{k:03d}.png"
+        cv2.imwrite(str(path), np.zeros((64, 64, 3), np.uint8))
+        rows.append({"path": str(path), "label": entry["label"]})  # absolute: read_split joins it as is
+    split["splits"]["train"] = rows
+    (run / "split.json").write_text(json.dumps(split))
+    return run
+
+
+def test_gate_fires_on_black_calibration(tmp_path, capsys):
+    from leukedge.cli import main
+
+    run = _black_calibration_run(tmp_path, epochs=8)
+    out = tmp_path / "bundle"
+    rc = main(["convert", str(run), "--out", str(out), "--formats", "tflite-int8"])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert "max-drop" in captured.err and "float Keras" in captured.out  # the table was printed
+    assert not out.exists()
+    assert (tmp_path / "bundle.rejected" / "validation.json").is_file()
