@@ -74,13 +74,15 @@ class Agent:
         t3 = clock()
         self.seq += 1
         result = self.build_result(rgb, verdict.focus, probs, pre=(t2 - t1) * 1e3, invoke=(t3 - t2) * 1e3,
-                                   total=(t3 - t0) * 1e3)
-        st.time("pre", (t2 - t1) * 1e3)
-        st.time("invoke", (t3 - t2) * 1e3)
-        st.time("total", (clock() - t0) * 1e3 + frame.decode_ms)
-        st.fields += 1
+                                   total=(clock() - t0) * 1e3)
         self.emit("result", result)
         self.emit("sample", self.samples.add(self.seq, probs))
+        total = (clock() - t0) * 1e3 + frame.decode_ms
+        st.fields += 1
+        st.time("pre", (t2 - t1) * 1e3)
+        st.time("invoke", (t3 - t2) * 1e3)
+        st.time("total", total)
+        st.time("overhead", total - (t3 - t2) * 1e3)
         return result
 
     def housekeeping(self) -> None:
@@ -155,8 +157,10 @@ class Agent:
         self.outbox.put(topic, encode(payload))
         if self.results:
             self.results.write(kind, payload)
-        self.stats.time("outbox", (time.perf_counter() - t0) * 1e3)
+        t1 = time.perf_counter()
         self._pump()
+        self.stats.time("outbox", (t1 - t0) * 1e3)
+        self.stats.time("publish", (time.perf_counter() - t1) * 1e3)
 
     def command(self, cmd) -> None:
         log.info("command %s %s", cmd.name, cmd.sample_id or "")
@@ -248,9 +252,7 @@ class Agent:
 
     def _pump(self) -> None:
         if self.publisher is not None:
-            t0 = time.perf_counter()
             self.publisher.pump()
-            self.stats.time("publish", (time.perf_counter() - t0) * 1e3)
 
     def request_stop(self, *_) -> None:
         """SIGTERM/SIGINT: finish the frame in hand, flush, exit. A second signal skips the drain."""

@@ -61,7 +61,7 @@ class GateConfig(_Strict):
     mode: Literal["still", "continuous"] = "still"
     still_frames: int = Field(3, ge=1)
     motion_threshold: float = Field(3.0, gt=0)
-    focus_threshold: float = Field(0.05, ge=0)
+    focus_threshold: float = Field(0.04, ge=0)
     min_contrast: float = Field(4.0, ge=0)
     novelty_threshold: float = Field(6.0, ge=0)
     every_n: int = Field(1, ge=1)
@@ -88,7 +88,7 @@ class MQTTConfig(_Strict):
     username: str | None = None
     password: str | None = Field(None, repr=False)
     password_file: Path | None = None
-    tls: TLSConfig | None = None
+    tls: TLSConfig = Field(default_factory=TLSConfig)  # used when the url is mqtts://
     protocol: Literal["3.1.1", "5"] = "3.1.1"
     keepalive_s: int = Field(30, ge=5)
     reconnect_min_s: float = Field(1.0, gt=0)

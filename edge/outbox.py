@@ -38,6 +38,7 @@ class Outbox:
         self.db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
         self.db.executescript(_SCHEMA)
         self.rows, self.bytes = self.db.execute("SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM outbox").fetchone()
+        self.last_id = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()[0]
         self.dropped = 0  # this run
         self.written = 0
 
@@ -49,6 +50,7 @@ class Outbox:
 
     def put(self, topic: str, payload: bytes) -> int:
         row_id = self.db.execute("INSERT INTO outbox (topic, payload) VALUES (?, ?)", (topic, payload)).lastrowid
+        self.last_id = row_id
         self.rows += 1
         self.bytes += len(payload)
         self.written += 1

@@ -34,10 +34,13 @@ class Publisher:
         self._acks: collections.deque[tuple[int, bool]] = collections.deque()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
         self._cursor = 0  # highest row id handed to paho
+        self._done: list[int] = []  # acknowledged rows not yet deleted
+        self._last_delete = time.monotonic()
         self.info: dict | None = None
         self.acked = self.handed = self.rejected = self.connects = 0
         self.cmd_ok = self.cmd_bad = self.cmd_retained = 0
         self.last_error: str | None = None
+        self._stopping = False
         self.client = self._make_client()
 
     def topic(self, name: str) -> str:
@@ -50,7 +53,7 @@ class Publisher:
 
         cfg = self.cfg
         u = urlsplit(cfg.url)
-        tls = u.scheme in ("mqtts", "ssl") or cfg.tls is not None
+        tls = u.scheme in ("mqtts", "ssl")  # the `tls` section only supplies files
         self.host, self.port = u.hostname, u.port or (8883 if tls else 1883)
         proto = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=proto)
@@ -59,9 +62,12 @@ class Publisher:
             c.username_pw_set(username, cfg.secret() or u.password)
         if tls:
             t = cfg.tls
-            c.tls_set(ca_certs=t and t.ca_file and str(t.ca_file), certfile=t and t.cert_file and str(t.cert_file),
-                      keyfile=t and t.key_file and str(t.key_file))
-            if t and t.insecure:
+
+            def path(p):
+                return str(p) if p else None
+
+            c.tls_set(ca_certs=path(t.ca_file), certfile=path(t.cert_file), keyfile=path(t.key_file))
+            if t.insecure:
                 c.tls_insecure_set(True)
         c.will_set(self.topic("status"), "offline", qos=1, retain=True)
         c.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
@@ -95,7 +101,7 @@ class Publisher:
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._stopping:
             log.warning("disconnected from %s:%d (%s); reconnecting", self.host, self.port, reason_code)
         self.connected.clear()
 
@@ -121,22 +127,24 @@ class Publisher:
         if self.connected.is_set():
             self.client.publish(self.topic("info"), encode(info), qos=1, retain=True)
 
-    def pump(self) -> None:
-        """Delete acknowledged rows; hand the next pending rows to paho while connected."""
-        done = []
+    def pump(self, flush: bool = False) -> None:
+        """Delete acknowledged rows (in batches: one transaction for many PUBACKs); hand the
+        next pending rows to paho while connected."""
         while self._acks:
             mid, ok = self._acks.popleft()
             row = self._inflight.pop(mid, None)
             if row is None:
                 continue
-            done.append(row)
+            self._done.append(row)
             if not ok:
                 self.rejected += 1
                 log.warning("broker rejected outbox row %d: dropped", row)
-        if done:
-            self.acked += self.outbox.delete(done)
+        now = time.monotonic()
+        if self._done and (flush or len(self._done) >= 64 or now - self._last_delete >= 0.5):
+            self.acked += self.outbox.delete(self._done)
+            self._done, self._last_delete = [], now
         room = self.cfg.inflight - len(self._inflight)
-        if room <= 0 or not self.connected.is_set():
+        if room <= 0 or self._cursor >= self.outbox.last_id or not self.connected.is_set():
             return
         for row in self.outbox.pending(self._cursor, room):
             info = self.client.publish(row.topic, row.payload, qos=1)
@@ -154,10 +162,13 @@ class Publisher:
         return len(self._inflight)
 
     def drained(self) -> bool:
+        self.pump(flush=True)
         return not self._inflight and self.outbox.rows == 0
 
     def stop(self, timeout: float = 3.0) -> None:
         """Publish the retained `offline` (a clean disconnect sends no Will), then disconnect."""
+        self._stopping = True
+        self.pump(flush=True)
         if self.connected.is_set():
             info = self.client.publish(self.topic("status"), "offline", qos=1, retain=True)
             deadline = time.monotonic() + timeout

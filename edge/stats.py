@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("decode", "gate", "pre", "invoke", "outbox", "publish", "total")
+# per classified field: total = decode .. publish; overhead = total - invoke
+STAGES = ("decode", "gate", "pre", "invoke", "outbox", "publish", "total", "overhead")
 
 
 class Stats:

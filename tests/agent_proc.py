@@ -108,18 +108,28 @@ class AgentProcess:
         raise RuntimeError("no VmRSS")
 
 
-def logged_ids(results_log: Path, kind: str = "result") -> list[str]:
-    """Message ids the agent wrote (outbox first, then this log) in order, across rotations."""
-    ids = []
-    for path in sorted(results_log.parent.glob(results_log.name + "*"), reverse=True):
+def log_files(results_log: Path) -> list[Path]:
+    """The results log and its rotations, oldest first (results.jsonl.2, .1, results.jsonl)."""
+    rotated = sorted(results_log.parent.glob(results_log.name + ".*"), key=lambda p: -int(p.suffix[1:]))
+    return rotated + ([results_log] if results_log.exists() else [])
+
+
+def logged(results_log: Path, kind: str = "result") -> list[dict]:
+    """Messages of one kind the agent wrote (outbox first, then this log), in order."""
+    out = []
+    for path in log_files(results_log):
         for line in path.read_text().splitlines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:  # a line cut by kill -9
                 continue
             if rec.get("type") == kind:
-                ids.append(rec["id"])
-    return ids
+                out.append(rec)
+    return out
+
+
+def logged_ids(results_log: Path, kind: str = "result") -> list[str]:
+    return [rec["id"] for rec in logged(results_log, kind)]
 
 
 def outbox_ids(path: Path, topic_suffix: str = "/result") -> list[str]:
@@ -181,6 +191,20 @@ class ResultFeed:
                 return missing
             time.sleep(0.1)
         return wanted - set(self.ids())
+
+    def stats(self) -> list[dict]:
+        with self.lock:
+            return [json.loads(p) for t, p in self.other if t.endswith("/stats")]
+
+    def wait_stats(self, predicate, timeout: float) -> dict | None:
+        """The latest `stats` message for which predicate(stats) holds, waiting up to timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for s in reversed(self.stats()):
+                if predicate(s):
+                    return s
+            time.sleep(0.1)
+        return None
 
     def figures(self, sent: list[str]) -> dict:
         """sent / delivered / duplicates / max delay, and whether first arrivals kept the sent order."""

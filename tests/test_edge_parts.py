@@ -301,3 +301,68 @@ def test_picam_source_with_fake_picamera2(monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", None)  # not installed
     with pytest.raises(SourceError, match="picamera2 is not installed"):
         make_source("picam:").open()
+
+
+def test_example_config_is_valid_and_documents_every_key(monkeypatch):
+    """deploy/agent.example.yaml loads, and lists every key of the config model."""
+    from pathlib import Path
+
+    import yaml
+    from pydantic import BaseModel
+
+    from edge.config import AgentConfig
+
+    path = Path(__file__).resolve().parents[1] / "deploy" / "agent.example.yaml"
+    monkeypatch.delenv("LEUKEDGE_DEVICE_ID", raising=False)
+    cfg = load_config(path)
+    assert cfg.device_id == "scope-01" and cfg.source.uri == "picam:"
+
+    def missing(model: type[BaseModel], data: dict, where: str) -> list[str]:
+        out = []
+        for name, field in model.model_fields.items():
+            if name not in data:
+                out.append(f"{where}{name}")
+            elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                out += missing(field.annotation, data[name] or {}, f"{where}{name}.")
+        return out
+
+    assert missing(AgentConfig, yaml.safe_load(path.read_text()), "") == []
+
+
+def test_watchdog_reopens_a_lost_live_source_with_backoff():
+    """A live source that loses its device twice: reopened each time, backoff reset after a frame."""
+    from edge.sources.base import Frame, Source, SourceLost
+
+    opened = []
+
+    class Flaky(Source):
+        live = True
+
+        def open(self):
+            opened.append(1)
+            self.n = 0
+            return self
+
+        def read(self):
+            self.n += 1
+            if self.n == 3 and len(opened) < 3:
+                raise SourceLost("unplugged")
+            return Frame(np.zeros((16, 16, 3), np.uint8), self.n, "flaky", 0.0)
+
+    wd = Watchdog(Flaky, backoff_initial_s=0.01, backoff_max_s=0.05).open()
+    frames = [f for f in (wd.read() for _ in range(60)) if f is not None]
+    assert wd.reopens == 2 and wd.failures == 2 and len(opened) == 3 and len(frames) > 10
+    assert wd.backoff == 0.01 and wd.state == "open"
+
+
+def test_edge_imports_are_light():
+    """The agent's modules never pull in TensorFlow (the box does not have it)."""
+    import subprocess
+
+    code = ("import sys, edge.agent, edge.agent_cli, edge.publisher, edge.sources, edge.backends, edge.gate, "
+            "edge.outbox, edge.samples, edge.messages, edge.config, edge.sources.opencv, edge.backends.litert, "
+            "edge.backends.onnx, edge.backends.edgetpu; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'cv2', 'paho')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

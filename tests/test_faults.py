@@ -151,23 +151,6 @@ def test_agent_kill9_then_restart_delivers_everything_written(tmp_path, bundle, 
                 a.kill9()
 
 
-def stats_messages(feed) -> list[dict]:
-    import json
-
-    with feed.lock:
-        return [json.loads(p) for t, p in feed.other if t.endswith("/stats")]
-
-
-def wait_stats(feed, predicate, timeout: float) -> dict | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for s in reversed(stats_messages(feed)):
-            if predicate(s):
-                return s
-        time.sleep(0.1)
-    return None
-
-
 def test_source_vanishes_and_returns(tmp_path, bundle, replay, broker):
     """The replay folder disappears mid-run (moved away) and comes back: the watchdog retries
     with backoff, stats say `reopening` with the reason, then results flow again."""
@@ -177,17 +160,17 @@ def test_source_vanishes_and_returns(tmp_path, bundle, replay, broker):
         mqtt={"stats_interval_s": 0.5}))
     try:
         agent.start()
-        assert wait_stats(feed, lambda s: s["fields"] > 20, 60), agent.log()[-2000:]
+        assert feed.wait_stats(lambda s: s["fields"] > 20, 60), agent.log()[-2000:]
         away = replay.with_name("moved-away")
         replay.rename(away)
         t_gone = time.monotonic()
-        down = wait_stats(feed, lambda s: s["source"]["state"] == "reopening" and s["source"]["failures"] >= 2, 20)
+        down = feed.wait_stats(lambda s: s["source"]["state"] == "reopening" and s["source"]["failures"] >= 2, 20)
         assert down is not None, agent.log()[-2000:]
         time.sleep(max(0.0, 4.0 - (time.monotonic() - t_gone)))
-        failures_while_gone = stats_messages(feed)[-1]["source"]["failures"]
+        failures_while_gone = feed.stats()[-1]["source"]["failures"]
         away.rename(replay)
         before = len(feed.ids())
-        up = wait_stats(feed, lambda s: s["source"]["state"] == "open" and s["source"]["reopens"] > down["source"]["reopens"]
+        up = feed.wait_stats(lambda s: s["source"]["state"] == "open" and s["source"]["reopens"] > down["source"]["reopens"]
                         and s["fields"] > down["fields"], 20)
         assert up is not None and feed.wait_for({"never"}, 1.0) and len(feed.ids()) > before
         print(f"\n[source vanished ~4 s] failures {failures_while_gone}, last error {down['source']['last_error']!r}, "
@@ -212,7 +195,7 @@ def test_absent_camera_is_retried_not_fatal(tmp_path, bundle, broker):
         tmp_path / "agent", bundle, "/dev/video97", broker.url, mqtt={"stats_interval_s": 0.5}))
     try:
         agent.start()
-        s = wait_stats(feed, lambda s: s["source"]["failures"] >= 3, 30)
+        s = feed.wait_stats(lambda s: s["source"]["failures"] >= 3, 30)
         assert s is not None and s["source"]["state"] == "reopening" and s["fields"] == 0, agent.log()[-2000:]
         assert agent.alive() and s["mqtt"]["connected"]
         print(f"\n[camera absent] stats source {s['source']}")

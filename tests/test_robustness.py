@@ -152,3 +152,74 @@ def test_robustness_on_a_bundle_runs_the_edge_backend(tmp_path, synth_data):
     assert set(report["norms"]) == {"none", "reinhard"} and report["baseline"] is None
     assert report["clean"]["baseline"] == {}
     assert (bundle / "robustness.json").is_file() and (bundle / "robustness.png").is_file()
+
+
+# --------------------------------------------------------------------------- the shortcut experiment
+
+
+@pytest.fixture(scope="module")
+def shortcut_folders(tmp_path_factory):
+    """Stain hue follows the class in `train` and `fresh` (synth --shortcut), not in `decorrelated`."""
+    from trainer.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("shortcut")
+    for name, seed, shortcut in (("train", 11, True), ("fresh", 12, True), ("decorrelated", 21, False)):
+        generate_dataset(root / name, per_class=25, size=64, seed=seed, shortcut=shortcut, progress=False)
+    return root
+
+
+def _load(folder):
+    from trainer.data import load_images, scan
+
+    x, y, _ = load_images(scan(folder).items, 64, progress=False)
+    return x, y
+
+
+@pytest.mark.slow
+def test_colour_baseline_collapses_without_the_shortcut_and_stain_norm_narrows_the_gap(shortcut_folders):
+    """The baseline learns the class-coloured stain; Macenko normalisation takes most of that away."""
+    from edge.stain import fit_stain_norm
+    from trainer.baseline import color_features, fit_color_baseline
+    from trainer.robustness import normalise
+
+    x_train, y_train = _load(shortcut_folders / "train")
+    x_fresh, y_fresh = _load(shortcut_folders / "fresh")
+    x_decor, y_decor = _load(shortcut_folders / "decorrelated")
+    acc = {}
+    for method in ("none", "reinhard", "macenko"):
+        norm = fit_stain_norm(method, x_train)
+        clf = fit_color_baseline(normalise(x_train, norm), y_train)
+        acc[method] = {
+            "in": float((clf.predict(color_features(normalise(x_fresh, norm))) == y_fresh).mean()),
+            "decor": float((clf.predict(color_features(normalise(x_decor, norm))) == y_decor).mean()),
+        }
+    gap = {m: a["in"] - a["decor"] for m, a in acc.items()}
+    assert acc["none"]["in"] >= 0.7, acc  # the shortcut is easy to learn from colour alone ...
+    assert gap["none"] >= 0.25, acc  # ... and does not transfer
+    assert gap["macenko"] <= gap["none"] - 0.15, acc  # normalising the stain removes most of the gap
+    assert acc["macenko"]["decor"] >= acc["none"]["decor"] + 0.05, acc  # and generalises better
+    # Reinhard matches LAB means and spreads per channel but cannot undo a hue rotation:
+    # it does not narrow this gap (see docs/robustness.md); assert only that it is no cure.
+    assert gap["reinhard"] > gap["macenko"], acc
+
+
+@pytest.mark.slow
+def test_a_shortcut_trained_model_drops_on_the_decorrelated_folder(shortcut_folders, tmp_path):
+    from trainer.robustness import open_target, robustness_report
+    from trainer.train import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(TrainConfig(data=str(shortcut_folders / "train"), out=str(run), arch="custom_cnn", img_size=64,
+                      epochs=8, batch=16, smote=False, weights="none", seed=0, verbose=0, workers=1,
+                      bn_recal_images=64, patience=8))
+    x_fresh, y_fresh = _load(shortcut_folders / "fresh")
+    target = open_target(run)
+    in_distribution = float((target.predict(x_fresh).argmax(axis=1) == y_fresh).mean())
+
+    report = robustness_report(run, data=shortcut_folders / "decorrelated", images="all", stain_norm="none",
+                               progress=False)
+    decorrelated = report["clean"]["model"]["none"]
+    assert report["data"]["n"] == 100
+    assert in_distribution >= decorrelated + 0.1, (in_distribution, decorrelated)
+    # the colour baseline fitted on the run's training split collapses on the same folder
+    assert report["clean"]["baseline"]["none"] <= 0.6, report["clean"]

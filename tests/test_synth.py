@@ -113,11 +113,11 @@ def test_stain_hue_overlaps_without_shortcut_and_separates_with_it():
     for shortcut in (False, True):
         hues = {label: [_red_cell_hue(x) for x in _fields(label, 30, shortcut=shortcut)] for label in LABELS}
         means = np.array([np.mean(hues[label]) for label in LABELS])
-        spread = max(np.std(hues[label]) for label in LABELS)
+        spread = np.mean([np.std(hues[label]) for label in LABELS])
         if shortcut:  # classes ordered by their hue offset, each well apart
             assert np.all(np.diff(means) > 2 * spread), (means, spread)
         else:
-            assert means.max() - means.min() < 0.75 * spread, (means, spread)
+            assert means.max() - means.min() < 0.8 * spread, (means, spread)
 
 
 @pytest.mark.slow
@@ -175,6 +175,9 @@ def test_video_is_readable_and_sidecar_marks_still_sharp_fields(tmp_path, name):
         assert stop - start == 10 and set(meta["frame_kinds"][start:stop]) == {"still"}
         still = frames[start:stop]
         assert min(sharp[start:stop]) > 2 * max(sharp[i] for i in blurred)
+        if field["blurred"]:  # the focus hunt comes right before this field's still period
+            b0, b1 = field["blurred"]
+            assert b1 == start and min(sharp[start:stop]) > 3 * max(sharp[b0:b1])
         # a still period differs only by sensor noise; a pan changes the picture
         noise = max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(still, still[1:]))
         s0, s1 = field["moving"]

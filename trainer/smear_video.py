@@ -22,7 +22,8 @@ from trainer.synth import RBC_RADIUS, illumination, render_field, sample_style
 CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 CANVAS = 1.6         # field canvas width, in frame widths: the pan between fields
 STILL_BLUR = 0.5     # optical blur of a focused field, px at 224
-FOCUS_BLUR = (5.0, 1.6)  # defocus while hunting, from -> to, px at 224
+FOCUS_BLUR = (8.0, 3.5)  # defocus while hunting, from -> to, px at 224
+SENSOR_NOISE = (0.003, 0.008)  # a microscope camera at video rate: quieter than the still fields
 
 
 def video_plan(n_fields: int, fps: int, rng: np.random.Generator) -> list[tuple[str, int, float, float]]:
@@ -66,7 +67,7 @@ def write_video(path: Path, n_fields: int = 8, size: int = 320, seed: int = 0, f
 
     slide_style = sample_style(rng)
     camera = illumination(size, slide_style)[..., None]
-    noise = slide_style["noise"]
+    noise = float(rng.uniform(*SENSOR_NOISE))
     strip = _render_strip(rng, labels, size, slide_style)
     cw = strip.shape[1] // n_fields
     px = size / 224

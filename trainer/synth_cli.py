@@ -9,10 +9,10 @@ from edge.errors import BadInput
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, help="output folder; gets Original/<Class>/WBC-...-NNN.jpg")
-    parser.add_argument("--per-class", type=int, help="fields per class (Benign, Early, Pre, Pro)")
-    parser.add_argument("--size", type=int, default=224, help="field size in px (default 224, as the ALL set)")
-    parser.add_argument("--seed", type=int, default=0, help="seed; the same seed gives byte-identical files")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="output folder; gets Original/<Class>/WBC-...-NNN.jpg")
+    parser.add_argument("--per-class", type=int, metavar="N", help="fields per class (Benign, Early, Pre, Pro)")
+    parser.add_argument("--size", type=int, default=224, metavar="PX", help="field size in px (default 224, as the ALL set)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed; the same seed gives byte-identical files")
     parser.add_argument("--shortcut", action="store_true",
                         help="make stain hue follow the class (a deliberate shortcut, for robustness tests)")
     parser.add_argument("--video", type=Path, metavar="FILE",

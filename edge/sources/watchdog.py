@@ -93,7 +93,9 @@ class Watchdog:
             return False
         self.opens += 1
         self.reopens += 1
-        log.info("source %s reopened (reopen #%d)", self.src.uri, self.reopens)
+        if self.last_error is not None:  # back after a failure (a looped file's rewind is routine)
+            log.info("source %s reopened (reopen #%d)", self.src.uri, self.reopens)
+            self.last_error = None
         return True
 
     def _lost(self, why: str) -> None:

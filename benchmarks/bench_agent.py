@@ -1,0 +1,145 @@
+"""Per-stage latency of the edge agent on a replay source, and its overhead beyond `invoke`.
+
+Builds (once, cached under --cache) an int8 MobileNetV2 (alpha 1.0, random weights:
+timing only) at 224 px with the converter's own TFLite export, writes a folder of
+synthetic smear JPEGs, then runs the real agent (`edge.agent.Agent`) on that folder in a
+loop with `gate: continuous` (every frame classified), the outbox on disk and, when the
+`mosquitto` binary is present, a real local broker. Prints p50/p95 per stage and the
+per-frame overhead (everything but invoke). Target: overhead <= 1 ms p50 on 2 cores.
+
+    python benchmarks/bench_agent.py [--frames 2000] [--size 224] [--frame-size 224] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def build_bundle(out: Path, size: int) -> Path:
+    """A one-file bundle: int8 MobileNetV2 via converter.tflite_export (what `leukedge convert` uses)."""
+    import numpy as np
+
+    from converter.tflite_export import float_clone, to_tflite
+    from edge.bundle import FileEntry, InputSpec, Manifest, sha256_file, write_manifest
+    from trainer.models import build_model
+    from trainer.synth import render_field
+
+    if (out / "manifest.json").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    calib = np.stack([render_field(rng, ("Benign", "Early", "Pre", "Pro")[i % 4], size) for i in range(32)])
+    model = build_model("mobilenetv2", img_size=size, alpha=1.0, weights="none")
+    path = out / "mobilenetv2_int8.tflite"
+    path.write_bytes(to_tflite(float_clone(model), "int8", calib))
+    entry = FileEntry(path=path.name, format="tflite-int8", sha256=sha256_file(path), size_bytes=path.stat().st_size)
+    write_manifest(out, Manifest(name="bench-mobilenetv2", arch="mobilenetv2",
+                                 input=InputSpec(height=size, width=size), files=[entry]))
+    return out
+
+
+def write_frames(out: Path, n: int, size: int) -> Path:
+    import cv2
+    import numpy as np
+
+    from trainer.synth import render_field
+
+    out.mkdir(parents=True, exist_ok=True)
+    if len(list(out.glob("*.jpg"))) < n:
+        rng = np.random.default_rng(1)
+        for i in range(n):
+            field = render_field(rng, ("Benign", "Early", "Pre", "Pro")[i % 4], size)
+            cv2.imwrite(str(out / f"field-{i:03d}.jpg"), field[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=2000)
+    ap.add_argument("--size", type=int, default=224, help="model input size")
+    ap.add_argument("--frame-size", type=int, default=224, help="replayed JPEG size (camera frames are larger)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "leukedge-bench-agent")
+    ap.add_argument("--no-broker", action="store_true")
+    args = ap.parse_args()
+
+    import logging
+
+    import numpy as np
+
+    logging.basicConfig(level=logging.WARNING)
+    t0 = time.perf_counter()
+    bundle = build_bundle(args.cache / f"bundle-{args.size}", args.size)
+    frames = write_frames(args.cache / f"frames-{args.frame_size}", 64, args.frame_size)
+    print(f"bundle and frames ready in {time.perf_counter() - t0:.1f} s ({bundle})")
+
+    from edge.agent import Agent
+    from edge.config import load_config
+    from tests.broker import Broker, mosquitto_available
+
+    work = Path(tempfile.mkdtemp(prefix="leukedge-bench-"))
+    broker = None
+    if mosquitto_available() and not args.no_broker:
+        broker = Broker(work / "broker").start()
+    try:
+        cfg = load_config(None, {
+            "bundle": str(bundle), "device_id": "bench",
+            "source": {"uri": str(frames), "loop": True}, "gate": {"mode": "continuous"},
+            "backend": {"threads": args.threads}, "max_frames": args.frames + 100,
+            "mqtt": {"url": broker.url if broker else None, "stats_interval_s": 3600},
+            "outbox": {"path": str(work / "outbox.sqlite")}, "result_log": {"path": str(work / "results.jsonl")},
+        })
+        agent = Agent(cfg)
+        agent.start()
+        if broker:  # measure the connected steady state, not the first connect
+            agent.publisher.connected.wait(10)
+        from edge.sources import END
+        from edge.stats import Stats
+
+        def step():  # the body of Agent.run's loop
+            frame = agent.source.read()
+            if frame is not None and frame is not END:
+                agent.process(frame)
+            agent.housekeeping()
+
+        while agent.stats.frames < 100:  # warm-up
+            step()
+        agent.stats = Stats(window=args.frames)
+        t_run = time.perf_counter()
+        while agent.stats.frames < args.frames:
+            step()
+        wall = time.perf_counter() - t_run
+        st = agent.stats
+        backlog = agent.outbox.rows
+        agent.shutdown()
+    finally:
+        if broker:
+            broker.stop()
+
+    print(f"\nagent on {args.frames} replayed {args.frame_size}px JPEG frames -> {args.size}px int8 MobileNetV2 "
+          f"(alpha 1.0), backend {agent.backend.name}, broker {'mosquitto' if broker else 'none (offline)'}, "
+          f"{os.cpu_count()} CPUs")
+    print(f"{'stage':<10}{'p50 ms':>10}{'p95 ms':>10}")
+    for name in ("decode", "gate", "pre", "invoke", "outbox", "publish", "total", "overhead"):
+        values = np.fromiter(st.stages[name], float)
+        if len(values):
+            p50, p95 = np.percentile(values, [50, 95])
+            print(f"{name:<10}{p50:>10.3f}{p95:>10.3f}")
+    print(f"throughput {args.frames / wall:.1f} frames/s sustained (every frame classified), "
+          f"outbox backlog at end {backlog}")
+    over = float(np.percentile(np.fromiter(st.stages["overhead"], float), 50))
+    print(f"overhead beyond invoke p50 {over:.3f} ms (target <= 1 ms): {'met' if over <= 1.0 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
