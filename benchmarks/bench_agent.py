@@ -105,15 +105,32 @@ def main() -> int:
         from edge.sources import END
         from edge.stats import Stats
 
+        # CPU time of this thread, outside and inside invoke: the overhead without the waits
+        # a busy machine adds (wall-clock numbers include being preempted by other processes).
+        infer, in_invoke, cpu_overhead = agent.backend.infer, [0.0], []
+
+        def timed_infer(x):
+            c0 = time.thread_time()
+            try:
+                return infer(x)
+            finally:
+                in_invoke[0] += time.thread_time() - c0
+
+        agent.backend.infer = timed_infer
+
         def step():  # the body of Agent.run's loop
+            c0, in_invoke[0] = time.thread_time(), 0.0
             frame = agent.source.read()
             if frame is not None and frame is not END:
                 agent.process(frame)
             agent.housekeeping()
+            cpu_overhead.append((time.thread_time() - c0 - in_invoke[0]) * 1e3)
 
         while agent.stats.frames < 100:  # warm-up
             step()
         agent.stats = Stats(window=args.frames)
+        cpu_overhead.clear()
+        load = os.getloadavg()[0]
         t_run = time.perf_counter()
         while agent.stats.frames < args.frames:
             step()
@@ -127,7 +144,7 @@ def main() -> int:
 
     print(f"\nagent on {args.frames} replayed {args.frame_size}px JPEG frames -> {args.size}px int8 MobileNetV2 "
           f"(alpha 1.0), backend {agent.backend.name}, broker {'mosquitto' if broker else 'none (offline)'}, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs, load average {load:.1f}")
     print(f"{'stage':<10}{'p50 ms':>10}{'p95 ms':>10}")
     for name in ("decode", "gate", "pre", "invoke", "outbox", "publish", "total", "overhead"):
         values = np.fromiter(st.stages[name], float)
@@ -136,8 +153,11 @@ def main() -> int:
             print(f"{name:<10}{p50:>10.3f}{p95:>10.3f}")
     print(f"throughput {args.frames / wall:.1f} frames/s sustained (every frame classified), "
           f"outbox backlog at end {backlog}")
+    c50, c95 = np.percentile(cpu_overhead, [50, 95])
+    print(f"overhead CPU time (agent thread, outside invoke) p50 {c50:.3f} ms, p95 {c95:.3f} ms")
     over = float(np.percentile(np.fromiter(st.stages["overhead"], float), 50))
-    print(f"overhead beyond invoke p50 {over:.3f} ms (target <= 1 ms): {'met' if over <= 1.0 else 'NOT met'}")
+    print(f"overhead beyond invoke p50 {over:.3f} ms wall, {c50:.3f} ms CPU (target <= 1 ms): "
+          f"{'met' if over <= 1.0 else 'NOT met on wall clock'}")
     return 0
 
 

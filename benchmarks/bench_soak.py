@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ def main() -> int:
     ap.add_argument("--fields", type=int, default=20_000)
     ap.add_argument("--bundle", type=Path, help="bundle to run (default: a small one built with the test factory)")
     ap.add_argument("--offline", action="store_true", help="no broker: everything stays in the outbox")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, outbox) for a look")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="leukedge-soak-"))
     bundle = args.bundle
@@ -86,7 +88,10 @@ def main() -> int:
     if broker:
         broker.stop()
     print(f"  RSS timeline (s, MB, fields): {[(round(t), round(mb, 1), n) for t, mb, n in rss[1:: max(1, len(rss) // 8)]]}")
-    print(f"  work dir {work}")
+    if args.keep:
+        print(f"  work folder kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return 0 if rc == 0 else 1
 
 

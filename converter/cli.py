@@ -31,7 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from converter.convert import convert
+
+    for noisy in ("tensorflow", "tf2onnx", "absl"):  # their INFO lines drown the table
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     convert(args.run, args.out, formats=args.formats, calib=args.calib, data=args.data, max_drop=args.max_drop,
             qat=args.qat, allow_cpu_fallback=args.allow_cpu_fallback, name=args.name, seed=args.seed)

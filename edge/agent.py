@@ -13,6 +13,7 @@ import threading
 import time
 from contextlib import contextmanager
 
+from edge.bundle import as_rgb_uint8, preprocess
 from edge.errors import BadFrame
 
 log = logging.getLogger("edge.agent")
@@ -33,28 +34,23 @@ class Agent:
         from edge.sources import END
 
         self.start()
-        ended = False
         with self._signals():
             try:
                 while not self.stop_requested:
                     frame = self._next_frame()
                     if frame is END:
-                        ended = True
                         break
                     if frame is not None:
                         self.process(frame)
                     self.housekeeping()
                     if self.cfg.max_frames and self.stats.frames >= self.cfg.max_frames:
-                        ended = True
                         break
             finally:
-                self.shutdown(drain=ended or self.signals < 2)
+                self.shutdown()
         return 0
 
     def process(self, frame) -> dict | None:
         """One frame: check it, gate it, classify it if it is a new field. Returns the result, if any."""
-        from edge.bundle import as_rgb_uint8, preprocess
-
         st, clock = self.stats, time.perf_counter
         st.frames += 1
         st.time("decode", frame.decode_ms)
@@ -216,11 +212,11 @@ class Agent:
             self.publisher.publish_now("stats", payload)
         return payload
 
-    def shutdown(self, drain: bool = True) -> None:
+    def shutdown(self) -> None:
         """Close the open sample, wait (bounded) for the backlog to be acknowledged, say `offline`."""
         self.emit("sample", self.samples.close("shutdown"))
         pub = self.publisher
-        if pub is not None and drain:
+        if pub is not None:
             deadline = time.monotonic() + self.cfg.drain_timeout_s
             while not pub.drained() and time.monotonic() < deadline and self.signals < 2:
                 self._pump()

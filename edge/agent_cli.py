@@ -24,7 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def overrides(args) -> dict:
-    return {
+    """The flags that were given, shaped like the config file."""
+    from edge.config import prune
+
+    return prune({
         "bundle": args.bundle, "device_id": args.device_id, "drain_timeout_s": args.drain_timeout,
         "max_frames": args.max_frames,
         "source": {"uri": args.source, "loop": args.loop},
@@ -33,7 +36,7 @@ def overrides(args) -> dict:
         "gate": {"mode": args.gate},
         "outbox": {"path": args.outbox},
         "result_log": {"path": args.result_log},
-    }
+    })
 
 
 def run(args) -> int:

@@ -208,16 +208,25 @@ def read_file(path: Path) -> dict:
 
 
 def merge(base: dict, overrides: dict) -> dict:
-    """Nested dict merge; override values that are None are ignored (a flag not given)."""
+    """Nested dict merge: mappings merge key by key, anything else (None included) replaces."""
     out = dict(base)
     for key, value in overrides.items():
-        if value is None:
-            continue
-        if isinstance(value, dict):
-            sub = merge(out[key] if isinstance(out.get(key), dict) else {}, value)
-            if sub or key in out:
-                out[key] = sub
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
         else:
+            out[key] = value
+    return out
+
+
+def prune(flags: dict) -> dict:
+    """Drop flags that were not given (None) and sections left empty."""
+    out = {}
+    for key, value in flags.items():
+        if isinstance(value, dict):
+            value = prune(value)
+            if value:
+                out[key] = value
+        elif value is not None:
             out[key] = value
     return out
 

@@ -9,6 +9,7 @@ credentials, and a subscriber that records what it receives.
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 import subprocess
 import threading
@@ -34,7 +35,11 @@ class SecureBroker:
         self.workdir = Path(workdir)
         self.etc = self.workdir / "etc"
         self.data = self.workdir / "data"
-        self.tls_port, self.local_port = free_port(), free_port()
+        self.has_local = "--no-local" not in extra_args
+        self.tls_port = free_port()
+        self.local_port = free_port()
+        while self.local_port == self.tls_port:  # free_port may hand out a just-released port twice
+            self.local_port = free_port()
         sh(MOSQ / "install-broker.sh", "--etc", self.etc, "--data", self.data,
            "--tls-port", self.tls_port, "--local-port", self.local_port,
            "--host", "localhost", "--ip", "127.0.0.1", "--lab-user", lab,
@@ -62,7 +67,14 @@ class SecureBroker:
         return self.etc / "leukedge" / "secrets" / f"{name}.password"
 
     def start(self) -> "SecureBroker":
-        self.broker.start()
+        self.broker.start()  # returns once the TLS port listens; the loopback one opens with it
+        deadline = time.monotonic() + (10 if self.has_local else 0)
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.local_port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
         return self
 
     def stop(self) -> None:

@@ -134,35 +134,66 @@ def test_same_run_gives_same_int8_file(tmp_path):
     assert a.sha256 == b.sha256
 
 
-def _black_calibration_run(tmp_path: Path, epochs: int) -> Path:
-    """A copy of a trained run whose training split (the calibration source) is all-black images."""
-    import cv2
+def _colour_run(tmp_path: Path, black_calibration: bool) -> Path:
+    """A RUN whose classes differ by colour and whose model is a linear read-out of the mean colour.
 
-    run = make_small_run(tmp_path, epochs=epochs)
-    split = json.loads((run / "split.json").read_text())
-    black = tmp_path / "black"
-    black.mkdir()
-    rows = []
-    for k, entry in enumerate(split["splits"]["train"]):
-        path = black / f"black-{k:03d}.png"
-        cv2.imwrite(str(path), np.zeros((64, 64, 3), np.uint8))
-        rows.append({"path": str(path), "label": entry["label"]})  # absolute: read_split joins it as is
-    split["splits"]["train"] = rows
-    (run / "split.json").write_text(json.dumps(split))
+    Accurate in float by construction (fast, no training), and its int8 version depends
+    directly on the calibrated range of the pooled colour: calibrating on all-black
+    images (the deliberately broken set) squeezes that range to ~0, so every real image
+    clips to the same features and int8 collapses to one class.
+    """
+    import cv2
+    import keras
+
+    from trainer.data import scan, split_items
+    from trainer.split import write_split
+
+    colours = {"Benign": (200, 60, 60), "Early": (60, 200, 60), "Pre": (60, 60, 200), "Pro": (150, 150, 150)}
+    data = tmp_path / "colours"
+    rng = np.random.default_rng(0)
+    for label, rgb in colours.items():
+        folder = data / "Original" / label
+        folder.mkdir(parents=True)
+        for k in range(24):
+            img = np.clip(rng.normal(rgb, 25, (64, 64, 3)), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(folder / f"{label}-{k:03d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    items = scan(data).items
+    splits = split_items(items, "image", seed=0)
+    if black_calibration:
+        black = tmp_path / "black"
+        black.mkdir()
+        for k, item in enumerate(splits["train"]):
+            cv2.imwrite(str(black / f"black-{k:03d}.png"), np.zeros((64, 64, 3), np.uint8))
+        splits["train"] = [type(item)(black / f"black-{k:03d}.png", item.label) for k, item in enumerate(splits["train"])]
+    run = tmp_path / "run"
+    write_split(run, splits, {"data_root": data, "protocol": "image", "seed": 0})
+    inp = keras.Input((64, 64, 3), dtype="uint8")
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inp))
+    dense = keras.layers.Dense(4, activation="softmax")
+    model = keras.Model(inp, dense(x))
+    centres = np.array(list(colours.values()), np.float32) / 255  # nearest-colour classifier as a linear layer
+    dense.set_weights([20 * centres.T, -10 * (centres**2).sum(1)])
+    model.save(run / "model.keras")
     return run
 
 
-def test_gate_fires_on_black_calibration(tmp_path, capsys):
+def test_gate_passes_on_good_and_fires_on_black_calibration(tmp_path, capsys):
     from leukedge.cli import main
 
-    run = _black_calibration_run(tmp_path, epochs=8)
+    good = _colour_run(tmp_path / "good", black_calibration=False)
+    assert main(["convert", str(good), "--out", str(tmp_path / "ok"), "--formats", "tflite-int8"]) == 0
+    validation = json.loads((tmp_path / "ok" / "validation.json").read_text())
+    assert validation["float_accuracy"] == 1.0 and validation["formats"][0]["accuracy"] == 1.0
+
+    bad = _colour_run(tmp_path / "bad", black_calibration=True)
     out = tmp_path / "bundle"
-    rc = main(["convert", str(run), "--out", str(out), "--formats", "tflite-int8"])
+    rc = main(["convert", str(bad), "--out", str(out), "--formats", "tflite-int8,onnx-qdq"])
     captured = capsys.readouterr()
     assert rc == 2
     assert "max-drop" in captured.err and "float Keras" in captured.out  # the table was printed
     assert not out.exists()
-    assert (tmp_path / "bundle.rejected" / "validation.json").is_file()
+    rejected = json.loads((tmp_path / "bundle.rejected" / "validation.json").read_text())
+    assert all(r["accuracy"] <= 0.5 for r in rejected["formats"])
 
 
 def test_bench_reprints_and_measures(tmp_path, capsys):

@@ -2,11 +2,16 @@
 
 A `keras.utils.PyDataset` works unchanged under the TensorFlow and JAX backends
 (tf.data would tie training to TensorFlow). Batches are gathered from the uint8
-array and augmented with `trainer.augment.augment_batch` in worker threads (numpy
-and OpenCV release the GIL), so the accelerator does not wait for them; the
-benchmark `benchmarks/bench_train.py` measures the overhead against plain
-`model.fit` on arrays. Every batch's randomness is derived from (seed, epoch,
-batch index), so a run is repeatable whatever order the workers finish in.
+array and augmented with `trainer.augment.augment_batch` by a small thread pool
+that this class owns and keeps for the whole run (numpy and OpenCV release the
+GIL). It computes the next `prefetch` batches ahead, across epoch boundaries, so
+the accelerator does not wait: Keras' own PyDataset workers restart their pool and
+drain their queue (with a 0.1 s poll) at every epoch, which cost a third of the
+throughput on a fast GPU. Every batch's randomness is derived from (seed, epoch,
+batch index), so a run is repeatable whatever order the threads finish in.
+
+Call `fit(..., shuffle=False)`: the dataset shuffles itself every epoch, and a
+Keras-side shuffle of batch order would defeat the prefetch (still correct, slower).
 
 No TensorFlow import here: this module runs on JAX-only GPU boxes.
 """
@@ -14,18 +19,20 @@ No TensorFlow import here: this module runs on JAX-only GPU boxes.
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import keras
 import numpy as np
 
 
 class TrainBatches(keras.utils.PyDataset):
-    """Shuffled batches of (uint8 images, int labels), augmented when `augment` is true."""
+    """Shuffled batches of (uint8 images, int32 labels), augmented when `augment` is true."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0,
                  augment: bool = True, shuffle: bool = True, drop_remainder: bool = False,
-                 workers: int = 2, max_queue_size: int = 8):
-        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
+                 threads: int = 2, prefetch: int | None = None):
+        super().__init__()  # Keras-side workers off: this class prefetches itself
         if len(x) != len(y):
             raise ValueError(f"{len(x)} images but {len(y)} labels")
         if x.dtype != np.uint8:
@@ -35,26 +42,70 @@ class TrainBatches(keras.utils.PyDataset):
         self.seed, self.augment, self.shuffle = seed, augment, shuffle
         self.drop_remainder = drop_remainder and len(x) >= batch_size
         self.epoch = 0
-        self._order = self._permutation()
+        self.prefetch = prefetch if prefetch is not None else 2 * max(1, threads)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="batches") if threads > 0 else None
+        self._pending: dict[tuple[int, int], Future] = {}
+        self._orders: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         n = len(self.x) / self.batch_size
         return max(1, math.floor(n) if self.drop_remainder else math.ceil(n))
 
     def __getitem__(self, index: int):
-        idx = np.sort(self._order[index * self.batch_size:(index + 1) * self.batch_size])
+        key = (self.epoch, int(index))
+        with self._lock:
+            future = self._pending.pop(key, None)
+            self._schedule(key)
+        return future.result() if future is not None else self.make_batch(*key)
+
+    def make_batch(self, epoch: int, index: int):
+        """Batch `index` of epoch `epoch`: gather, then augment (pure function of seed, epoch, index)."""
+        order = self._order(epoch)
+        idx = np.sort(order[index * self.batch_size:(index + 1) * self.batch_size])
         xb, yb = self.x[idx], self.y[idx]
         if self.augment:
             from trainer.augment import augment_batch
 
-            xb = augment_batch(xb, np.random.default_rng([self.seed, self.epoch, index]))
+            xb = augment_batch(xb, np.random.default_rng([self.seed, epoch, index]))
         return xb, yb
 
     def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self._order = self._permutation()
+        with self._lock:
+            self.epoch += 1
+            for key in [k for k in self._pending if k[0] < self.epoch]:
+                self._pending.pop(key).cancel()
+            for e in [e for e in self._orders if e < self.epoch]:
+                del self._orders[e]
 
-    def _permutation(self) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(len(self.x))
-        return np.random.default_rng([self.seed, self.epoch, 1 << 20]).permutation(len(self.x))
+    def close(self) -> None:
+        """Stop the prefetch threads (also done when the dataset is garbage collected)."""
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def __del__(self):
+        self.close()
+
+    def _schedule(self, key: tuple[int, int]) -> None:
+        """Queue the `prefetch` batches after `key`, wrapping into the next epoch."""
+        if self._pool is None:
+            return
+        epoch, index = key
+        steps = len(self)
+        for _ in range(self.prefetch):
+            index += 1
+            if index >= steps:
+                epoch, index = epoch + 1, 0
+            if (epoch, index) not in self._pending:
+                self._pending[(epoch, index)] = self._pool.submit(self.make_batch, epoch, index)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        order = self._orders.get(epoch)
+        if order is None:
+            if self.shuffle:
+                order = np.random.default_rng([self.seed, epoch, 1 << 20]).permutation(len(self.x))
+            else:
+                order = np.arange(len(self.x))
+            self._orders[epoch] = order
+        return order

@@ -38,6 +38,7 @@ SHORTCUT_STAIN = {"Benign": (-27.0, 1.0, 0.9), "Early": (-9.0, 1.1, 1.0), "Pre":
 SHORTCUT_JITTER = 4.0                # +- degrees around the class offset with shortcut=True
 RBC_RADIUS = 0.075                   # red-cell radius as a fraction of the field at 1x scale
 JPEG_QUALITY = 95
+MIN_BLUR = 0.3                       # px: optics and the camera never give pixel-sharp polygon edges
 
 
 def sample_style(rng: np.random.Generator) -> dict:
@@ -98,9 +99,8 @@ def render_field(rng: np.random.Generator, label: str, size: int, **style) -> np
     od = cv2.transform(cv2.merge([eosin, azure]), np.stack([s["eosin_od"], s["azure_od"]], 1).astype(np.float32))
     img = np.exp(-od) * illumination(size, s)[..., None] * (0.965 + s["tint"]).astype(np.float32)
     img = cv2.transform(img, hue_rotation(s["hue_deg"]))
-    sigma = s["blur"] * px
-    if sigma > 0.2:
-        img = cv2.GaussianBlur(img, (0, 0), sigma)
+    sigma = max(s["blur"] * px, MIN_BLUR)
+    img = cv2.GaussianBlur(img, (0, 0), sigma)
     img += rng.standard_normal(img.shape, dtype=np.float32) * s["noise"]
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 

@@ -250,7 +250,8 @@ def fit(cfg: TrainConfig, data: Data, run: Path):
                               cfg.width)
     pretrained = source != "none"
     epochs = cfg.epochs or default_epochs(pretrained)
-    batches = TrainBatches(x_train, y_train, cfg.batch, seed=cfg.seed, workers=cfg.workers)
+    # Full batches only: one input shape, so XLA compiles the training step once.
+    batches = TrainBatches(x_train, y_train, cfg.batch, seed=cfg.seed, drop_remainder=True, threads=cfg.workers)
     steps = len(batches)
     rng = np.random.default_rng(cfg.seed)
     recal = data.x["train"][rng.permutation(len(data.x["train"]))[: cfg.bn_recal_images]]
@@ -275,7 +276,7 @@ def fit(cfg: TrainConfig, data: Data, run: Path):
         if cfg.verbose:
             print(f"phase {name}: {n_epochs} epochs, peak lr {lr:g}, {len(x_train)} training images/epoch")
         h = model.fit(batches, epochs=done + n_epochs, initial_epoch=done, callbacks=[val_cb],
-                      verbose=cfg.verbose)
+                      shuffle=False, verbose=cfg.verbose)  # TrainBatches shuffles itself
         ran = len(h.history.get("loss", []))
         for key, values in h.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
@@ -283,6 +284,7 @@ def fit(cfg: TrainConfig, data: Data, run: Path):
         done += ran
         if val_cb.best_weights is not None:
             model.set_weights(val_cb.best_weights)
+    batches.close()
     history["best_epoch"] = val_cb.best_epoch + 1
     secs = val_cb.train_seconds
     steady = secs[1:] if len(secs) > 1 else secs  # the first epoch includes compilation

@@ -102,9 +102,12 @@ fi
 
 install_bundle
 if [[ $ENGINE == 1 ]]; then
-    dry=()
-    [[ $DRY_RUN == 1 ]] && dry=(--dry-run)
-    "$HERE/build_engine.sh" "${dry[@]}" "$PREFIX/bundle"
+    say "TensorRT engine from the bundle's Q/DQ ONNX: $PREFIX/bundle/model_qdq.engine"
+    if [[ $DRY_RUN == 1 ]]; then  # the installed copy does not exist yet: plan from the source bundle
+        "$HERE/build_engine.sh" --dry-run --out "$PREFIX/bundle/model_qdq.engine" "$BUNDLE"
+    else
+        "$HERE/build_engine.sh" --out "$PREFIX/bundle/model_qdq.engine" "$PREFIX/bundle"
+    fi
 fi
 install_config
 install_unit "$SRC/deploy/systemd/jetson.conf"

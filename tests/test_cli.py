@@ -1,0 +1,43 @@
+"""The `leukedge` command line: lazy imports, help for every subcommand, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from leukedge.cli import COMMANDS, main
+
+
+def test_agent_help_does_not_import_tensorflow():
+    code = (
+        "import sys\n"
+        "from leukedge.cli import main\n"
+        "try:\n"
+        "    main(['agent', '--help'])\n"
+        "finally:\n"
+        "    bad = [m for m in ('tensorflow', 'keras', 'sklearn', 'matplotlib') if m in sys.modules]\n"
+        "    print('HEAVY', bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "usage: leukedge agent" in out.stdout
+    assert "HEAVY []" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_subcommand_has_help(command, capsys):
+    assert main([command, "--help"]) == 0
+    assert f"usage: leukedge {command}" in capsys.readouterr().out
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main(["no-such-command"]) == 2
+    assert main([]) == 2
+    assert main(["synth", "--no-such-flag"]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert "leukedge" in capsys.readouterr().out
