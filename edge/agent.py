@@ -129,7 +129,7 @@ class Agent:
             self.publisher.start()
         self._next_stats = time.monotonic() + cfg.mqtt.stats_interval_s
         log.info("agent %s: %s on %s, source %s, mqtt %s, outbox backlog %d", cfg.device_id, self.entry.path,
-                 self.backend.name, cfg.source.uri, cfg.mqtt.url or "off (offline)", self.outbox.rows)
+                 self.backend.name, cfg.source.uri, cfg.mqtt.safe_url, self.outbox.rows)
 
     def build_result(self, rgb, focus: float, probs, **latency) -> dict:
         from edge.messages import result_payload

@@ -84,7 +84,7 @@ def check(cfg) -> int:
 
         answer = probe(cfg.mqtt, cfg.device_id)
         failed += answer != "ok"
-        print(f"broker    {'ok' if answer == 'ok' else 'FAILED'}: {cfg.mqtt.url} topics {cfg.mqtt.prefix}/{cfg.device_id}/"
+        print(f"broker    {'ok' if answer == 'ok' else 'FAILED'}: {cfg.mqtt.safe_url} topics {cfg.mqtt.prefix}/{cfg.device_id}/"
               + ("" if answer == "ok" else f" ({answer})"))
     else:
         print("broker    off: results stay in the outbox and the local log")

@@ -81,6 +81,14 @@ class TLSConfig(_Strict):
     insecure: bool = False
 
 
+def redact_url(url: str) -> str:
+    """mqtt://user:secret@host -> mqtt://user:***@host, so no password reaches a log line."""
+    u = urlsplit(url)
+    if u.password is None:
+        return url
+    return u._replace(netloc=u.netloc.replace(f":{u.password}@", ":***@", 1)).geturl()
+
+
 class MQTTConfig(_Strict):
     url: str | None = None  # mqtt://host:1883 or mqtts://host:8883; None runs offline
     prefix: str = "leukedge"
@@ -103,7 +111,7 @@ class MQTTConfig(_Strict):
             return None
         u = urlsplit(v)
         if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not u.hostname:
-            raise ValueError(f"{v!r} is not mqtt://host[:port] or mqtts://host[:port]")
+            raise ValueError(f"{redact_url(v)!r} is not mqtt://host[:port] or mqtts://host[:port]")
         u.port  # noqa: B018 - raises ValueError on a bad port
         return v
 
@@ -113,6 +121,11 @@ class MQTTConfig(_Strict):
         if not v or any(c in v for c in "#+\0") or v.startswith("/") or v.endswith("/"):
             raise ValueError(f"prefix {v!r} must be a plain topic level without wildcards or edge slashes")
         return v
+
+    @property
+    def safe_url(self) -> str:
+        """The broker URL fit for logs: any password inside it replaced by ***."""
+        return redact_url(self.url) if self.url else "off (offline)"
 
     def secret(self) -> str | None:
         """The broker password: inline (after ${ENV} substitution) or read from password_file."""

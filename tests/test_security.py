@@ -200,8 +200,6 @@ def test_agent_with_another_devices_credentials_cannot_publish_as_it(tmp_path, b
             agent.kill9()
 
 
-@pytest.mark.xfail(strict=True, reason="the agent logs mqtt.url verbatim: a password inside the URL "
-                                       "(mqtt://user:secret@host) appears in its start line and --check output")
 def test_password_in_broker_url_is_not_logged(tmp_path, bundle):
     from tests.agent_proc import AgentProcess, agent_config, write_images
 
