@@ -173,7 +173,7 @@ def _macenko(rgb: np.ndarray, target: dict) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8).reshape(rgb.shape)
 
 
-# --------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------- input checks
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:

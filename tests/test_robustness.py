@@ -210,8 +210,8 @@ def test_a_shortcut_trained_model_drops_on_the_decorrelated_folder(shortcut_fold
 
     run = tmp_path / "run"
     train(TrainConfig(data=str(shortcut_folders / "train"), out=str(run), arch="custom_cnn", img_size=64,
-                      epochs=8, batch=16, smote=False, weights="none", seed=0, verbose=0, workers=1,
-                      bn_recal_images=64, patience=8))
+                      epochs=5, batch=16, smote=False, weights="none", seed=0, verbose=0, workers=1,
+                      bn_recal_images=64, patience=5))
     x_fresh, y_fresh = _load(shortcut_folders / "fresh")
     target = open_target(run)
     in_distribution = float((target.predict(x_fresh).argmax(axis=1) == y_fresh).mean())
@@ -220,6 +220,6 @@ def test_a_shortcut_trained_model_drops_on_the_decorrelated_folder(shortcut_fold
                                progress=False)
     decorrelated = report["clean"]["model"]["none"]
     assert report["data"]["n"] == 100
-    assert in_distribution >= decorrelated + 0.1, (in_distribution, decorrelated)
+    assert in_distribution >= decorrelated + 0.15, (in_distribution, decorrelated)
     # the colour baseline fitted on the run's training split collapses on the same folder
     assert report["clean"]["baseline"]["none"] <= 0.6, report["clean"]

@@ -22,12 +22,15 @@ def color_features(x: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected uint8 (N, H, W, 3) images, got {x.dtype} {x.shape}")
     n = len(x)
     flat = x.reshape(n, -1, 3)
-    feats = np.empty((n, 6 + 3 * HIST_BINS), np.float32)
+    feats = np.empty((n, 6 + 3 * HIST_BINS), np.float64)
     pixels = flat.shape[1]
     for i in range(n):  # per image keeps memory flat on large sets
-        px = flat[i].astype(np.float32) / 255.0
-        feats[i, 0:3] = px.mean(axis=0)
-        feats[i, 3:6] = px.std(axis=0)
+        # Exact integer sums: a float sum's rounding depends on pixel order, which
+        # would leak position (shape) into features meant to carry colour alone.
+        px = flat[i].astype(np.int64)
+        mean = px.sum(axis=0) / pixels
+        feats[i, 0:3] = mean / 255.0
+        feats[i, 3:6] = np.sqrt(np.maximum((px * px).sum(axis=0) / pixels - mean * mean, 0.0)) / 255.0
         bins = (flat[i] >> 5).astype(np.int64) + np.arange(3) * HIST_BINS  # 256 / 8 = 32 levels per bin
         feats[i, 6:] = np.bincount(bins.ravel(), minlength=3 * HIST_BINS) / pixels
     return feats

@@ -331,6 +331,12 @@ def robustness_report(path: Path, data: Path | None = None, out: Path | None = N
     """
     import json
 
+    if images not in IMAGES_CHOICES:
+        raise BadInput(f"--images {images!r}: expected one of {', '.join(IMAGES_CHOICES)}")
+    if images == "all" and data is None:  # checked before the (slow) model load
+        raise BadInput("--data DIR is needed to score every image of a folder")
+    if data is not None and not Path(data).is_dir():
+        raise BadInput(f"--data {data}: not a folder")
     target = open_target(path, backend)
     try:
         loaded = load_data(target, data, images, progress)
