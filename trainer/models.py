@@ -118,7 +118,7 @@ def _mobilenet_base(img_size: int, alpha: float, weights: str):
                 raise ValueError(f"no ImageNet weights for alpha {alpha} (have {IMAGENET_ALPHAS})")
             return make("imagenet"), "imagenet"
         except Exception as exc:  # noqa: BLE001 - offline, no cache, or an unsupported alpha
-            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            reason = str(exc).splitlines()[0][:240] if str(exc) else type(exc).__name__
             if weights == "imagenet":
                 raise BadInput(f"--weights imagenet: cannot get ImageNet weights ({reason}); "
                                "use --weights PATH to a local no-top .h5 or --weights none") from None

@@ -234,8 +234,6 @@ def _strategy():
 
 def fit(cfg: TrainConfig, data: Data, run: Path):
     """Build and train; returns (model, weights_source, history dict, train img/s, epochs run)."""
-    import keras
-
     from trainer.augment import smote_balance
     from trainer.models import build, freeze_base, unfreeze_upper_base
     from trainer.pipeline import TrainBatches

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.backends.base import BackendUnavailable
-from edge.backends.tflite_common import TFLiteBackend
+from edge.backends.tflite_common import TFLITE_FORMATS, TFLiteBackend, open_interpreter, package_present
 
 NAME = "litert-cpu"
-FORMATS = ("tflite-int8", "tflite-fp16", "tflite-fp32")
+FORMATS = TFLITE_FORMATS
+MODULE = "ai_edge_litert.interpreter"
 
 
 def available() -> bool:
-    try:
-        import ai_edge_litert.interpreter  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return package_present(MODULE)
 
 
 def open_model(model_path: Path, threads: int | None = None, device: str | None = None) -> TFLiteBackend:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        raise BackendUnavailable("LiteRT is not installed: pip install ai-edge-litert") from None
-    interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
-    return TFLiteBackend(interpreter, NAME, str(model_path))
+    return open_interpreter(MODULE, "ai-edge-litert", NAME, model_path, threads)

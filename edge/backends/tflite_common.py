@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 
-from edge.backends.base import Backend, check_image_input, dequantize_output, quantize_input
+from edge.backends.base import Backend, BackendUnavailable, check_image_input, dequantize_output, quantize_input
+
+TFLITE_FORMATS = ("tflite-int8", "tflite-fp16", "tflite-fp32")
+
+
+def package_present(module: str) -> bool:
+    """True when `module` (e.g. "ai_edge_litert.interpreter") can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def open_interpreter(module: str, pip_name: str, name: str, model_path: Path, threads: int | None) -> "TFLiteBackend":
+    """Open `model_path` with the `Interpreter` of `module` (LiteRT and tflite-runtime share the API)."""
+    try:
+        interpreter_cls = importlib.import_module(module).Interpreter
+    except ImportError:
+        raise BackendUnavailable(f"{pip_name} is not installed: pip install {pip_name}") from None
+    return TFLiteBackend(interpreter_cls(model_path=str(model_path), num_threads=threads), name, str(model_path))
 
 
 class TFLiteBackend(Backend):
