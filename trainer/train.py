@@ -284,9 +284,11 @@ def fit(cfg: TrainConfig, data: Data, run: Path):
             model.set_weights(val_cb.best_weights)
     batches.close()
     history["best_epoch"] = val_cb.best_epoch + 1
-    secs = val_cb.train_seconds
-    steady = secs[1:] if len(secs) > 1 else secs  # the first epoch includes compilation
-    img_per_s = len(x_train) * len(steady) / max(sum(steady), 1e-9)
+    # Steady-state speed: a phase's first epoch includes compiling its training step.
+    phases_run = history["phase"]
+    secs = [t for i, t in enumerate(val_cb.train_seconds)
+            if i > 0 and phases_run[i] == phases_run[i - 1]] or val_cb.train_seconds
+    img_per_s = min(len(batches) * batches.batch_size, len(x_train)) * len(secs) / max(sum(secs), 1e-9)
     return model, source, history, img_per_s, done
 
 
