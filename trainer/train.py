@@ -89,16 +89,19 @@ def prepare_data(cfg: TrainConfig, run: Path) -> Data:
     found = scan(data_root, cfg.subset)
     if not found.items:
         raise BadInput(f"{data_root}: no images found")
-    test_items, test_root = None, None
+    test_items, test_root, test_dups, skipped = None, None, [], list(found.skipped)
     if cfg.test_data:
         test_root = Path(cfg.test_data)
         test_scan = scan(test_root, cfg.subset)
-        test_items, _ = remove_duplicates(test_scan.items)
+        test_items, test_dups = remove_duplicates(test_scan.items)
+        skipped += list(test_scan.skipped)
     kept, dups = remove_duplicates(found.items, reference=test_items or ())
     splits = split_items(kept, cfg.split, cfg.seed, cfg.ratios, test_items=test_items)
     for name in ("train", "val", "test"):
         if not splits[name]:
-            raise BadInput(f"{data_root}: the {name} split is empty ({len(kept)} images); add images or change the ratios")
+            hint = " (block splits keep runs of 20 files together: each class needs at least 41)" if cfg.split == "block" else ""
+            raise BadInput(f"{data_root}: the {name} split is empty ({len(kept)} images){hint}; "
+                           "add images or change the ratios")
     progress = cfg.verbose > 0
     stain = None
     if cfg.stain_norm != "none":
@@ -115,8 +118,8 @@ def prepare_data(cfg: TrainConfig, run: Path) -> Data:
         if len(x[name]) == 0:
             raise BadInput(f"{data_root}: no decodable images in the {name} split")
     meta = {"data_root": data_root, "test_root": test_root, "protocol": cfg.split, "seed": cfg.seed,
-            "ratios": list(cfg.ratios), "subset": cfg.subset, "duplicates": dups,
-            "skipped": list(found.skipped) + bad}
+            "ratios": list(cfg.ratios), "subset": cfg.subset, "duplicates": dups + test_dups,
+            "skipped": skipped + bad}
     write_split(run, splits, meta)
     split_meta = json.loads((run / "split.json").read_text())
     split_meta.pop("splits")
