@@ -169,7 +169,10 @@ def _macenko(rgb: np.ndarray, target: dict) -> np.ndarray:
     to_conc = np.linalg.pinv(he).T.astype(np.float32)
     max_c = np.percentile(tissue @ to_conc, 99, axis=0)
     rescale = (max_ref / np.maximum(max_c, 1e-6)).astype(np.float32)
-    out = IO * np.exp(-(od_all @ (to_conc * rescale) @ he_ref.T.astype(np.float32)))
+    od_new = od_all @ (to_conc * rescale) @ he_ref.T.astype(np.float32)
+    # Negative optical density means brighter than the background: it saturates at 255 anyway,
+    # so cap it where exp() would overflow instead of producing inf.
+    out = IO * np.exp(-np.maximum(od_new, -1.0))
     return np.clip(out, 0, 255).astype(np.uint8).reshape(rgb.shape)
 
 
