@@ -33,8 +33,8 @@ class Agent:
         """Run until a finite source ends, `max_frames`, or SIGTERM/SIGINT; then flush. Returns 0."""
         from edge.sources import END
 
-        self.start()
-        with self._signals():
+        with self._signals():  # before start(): a SIGTERM while the model loads still exits cleanly
+            self.start()
             try:
                 while not self.stop_requested:
                     frame = self._next_frame()

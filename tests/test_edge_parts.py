@@ -381,3 +381,13 @@ def test_flags_override_only_what_is_given(tmp_path):
     assert (cfg.mqtt.url, cfg.mqtt.prefix, cfg.device_id) == (None, "lab", "x9")
     assert (cfg.source.uri, cfg.source.loop) == ("cv:1", True)
     assert load_config(f, {"result_log": {"path": None}}).result_log.path is None  # explicit None = off
+
+
+def test_a_vanished_folder_source_is_reported_as_a_folder(tmp_path):
+    from edge.sources import SourceError, make_source
+
+    src = make_source(str(tmp_path / "frames"))
+    with pytest.raises(SourceError, match="folder not found"):
+        src.open()
+    with pytest.raises(SourceError, match="video"):
+        make_source(str(tmp_path / "missing.mp4")).open()

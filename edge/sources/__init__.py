@@ -23,7 +23,10 @@ def make_source(uri: str, width: int | None = None, height: int | None = None, s
         from edge.sources.picam import PicamSource
 
         return PicamSource(uri, width, height)
-    if not uri.startswith(("cv:", "/dev/video")) and "://" not in uri and Path(uri).is_dir():
+    local = not uri.startswith(("cv:", "/dev/video")) and "://" not in uri
+    # A path without a suffix is a folder even while it is missing, so a vanished folder is
+    # reported as "folder not found" rather than as a missing video file.
+    if local and (Path(uri).is_dir() or not Path(uri).suffix):
         from edge.sources.folder import FolderSource
 
         return FolderSource(Path(uri))
