@@ -1,9 +1,41 @@
 # shellcheck shell=bash
 # Install steps shared by deploy/pi/install.sh and deploy/jetson/install.sh (sourced).
 #
-# Expects lib.sh to be sourced first and these variables set by the caller:
+# Expects lib.sh to be sourced first and HERE set to the installer's folder. Sets the defaults
+# both installers share (the caller then sets SOURCE_URI and its own options):
 #   SRC (repository root), PREFIX (/opt/leukedge), CONF_DIR (/etc/leukedge), AGENT_USER,
-#   DEVICE_ID, SOURCE_URI, BACKEND, MQTT_URL, MQTT_PASSWORD_FILE (may be empty), BUNDLE (may be empty)
+#   DEVICE_ID, BACKEND, MQTT_URL, MQTT_PASSWORD_FILE (may be empty), BUNDLE (may be empty)
+
+# shellcheck disable=SC2034  # read by the installers that source this file
+SRC=$(cd "$HERE/../.." && pwd)
+PREFIX=/opt/leukedge
+CONF_DIR=/etc/leukedge
+AGENT_USER=leukedge
+DEVICE_ID=$(hostname | sed 's/[^A-Za-z0-9._-]/-/g')
+BACKEND=auto
+MQTT_URL=mqtt://127.0.0.1:1883
+MQTT_PASSWORD_FILE=
+BUNDLE=
+START=0
+FORCE=0
+
+# common_option "$@": parse one option both installers take; sets SHIFT_BY (0 = not ours).
+# shellcheck disable=SC2034  # the variables are read by the installers that source this file
+common_option() {
+    SHIFT_BY=1
+    case $1 in
+    --dry-run) DRY_RUN=1 ;;
+    --device-id) DEVICE_ID=${2:?--device-id needs an id}; SHIFT_BY=2 ;;
+    --bundle) BUNDLE=${2:?--bundle needs a directory}; SHIFT_BY=2 ;;
+    --source) SOURCE_URI=${2:?--source needs a URI}; SHIFT_BY=2 ;;
+    --mqtt) MQTT_URL=${2:?--mqtt needs a URL}; SHIFT_BY=2 ;;
+    --mqtt-password-file) MQTT_PASSWORD_FILE=${2:?--mqtt-password-file needs a file}; SHIFT_BY=2 ;;
+    --prefix) PREFIX=${2:?--prefix needs a directory}; SHIFT_BY=2 ;;
+    --start) START=1 ;;
+    --force) FORCE=1 ;;
+    *) SHIFT_BY=0 ;;
+    esac
+}
 
 STATE_DIR=/var/lib/leukedge
 LOG_DIR=/var/log/leukedge

@@ -33,33 +33,18 @@ Usage: sudo $(basename "$0") [--dry-run] [--device-id ID] [--bundle DIR] [--sour
 EOF
 }
 
-SRC=$(cd "$HERE/../.." && pwd)
-PREFIX=/opt/leukedge
-CONF_DIR=/etc/leukedge
-AGENT_USER=leukedge
-DEVICE_ID=$(hostname | sed 's/[^A-Za-z0-9._-]/-/g')
 SOURCE_URI=picam:
-BACKEND=auto
-MQTT_URL=mqtt://127.0.0.1:1883
-MQTT_PASSWORD_FILE=
-BUNDLE=
 BROKER=0
 CORAL=1
-START=0
-FORCE=0
 while [[ $# -gt 0 ]]; do
+    common_option "$@"
+    if [[ $SHIFT_BY -gt 0 ]]; then
+        shift "$SHIFT_BY"
+        continue
+    fi
     case $1 in
-    --dry-run) DRY_RUN=1 ;;
-    --device-id) DEVICE_ID=${2:?--device-id needs an id}; shift ;;
-    --bundle) BUNDLE=${2:?--bundle needs a directory}; shift ;;
-    --source) SOURCE_URI=${2:?--source needs a URI}; shift ;;
-    --mqtt) MQTT_URL=${2:?--mqtt needs a URL}; shift ;;
-    --mqtt-password-file) MQTT_PASSWORD_FILE=${2:?--mqtt-password-file needs a file}; shift ;;
     --with-broker) BROKER=1 ;;
     --no-coral) CORAL=0 ;;
-    --prefix) PREFIX=${2:?--prefix needs a directory}; shift ;;
-    --start) START=1 ;;
-    --force) FORCE=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
     esac
