@@ -15,13 +15,28 @@ from edge.errors import BadInput
 _ROTATE = {1: 2, 2: 1, 3: 0}  # rot90 k (counter-clockwise) -> cv2.ROTATE_* code
 
 
-def _grey_axis_rotation(degrees: float) -> np.ndarray:
-    """3x3 rotation of RGB space about the grey axis (1,1,1): a hue shift that keeps grey grey."""
-    t = math.radians(degrees)
-    c, s = math.cos(t), math.sin(t)
+def _grey_axis_rotations(degrees: np.ndarray) -> np.ndarray:
+    """(B,) degrees -> (B, 3, 3) rotations of RGB space about the grey axis (1,1,1) (Rodrigues):
+    a hue shift that keeps grey grey. Vectorised so the per-image loop holds the GIL briefly."""
+    t = np.radians(np.asarray(degrees, np.float64))[:, None, None]
     u = np.full(3, 1 / math.sqrt(3))
     cross = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
-    return c * np.eye(3) + s * cross + (1 - c) * np.outer(u, u)
+    return np.cos(t) * np.eye(3) + np.sin(t) * cross + (1 - np.cos(t)) * np.outer(u, u)
+
+
+def _symmetry(img: np.ndarray, k: int, flip: int) -> np.ndarray:
+    """rot90 k times (counter-clockwise), then a horizontal flip if `flip`: one OpenCV pass where possible."""
+    import cv2
+
+    if not flip:
+        return cv2.rotate(img, _ROTATE[k]) if k else img
+    if k == 0:
+        return cv2.flip(img, 1)
+    if k == 2:
+        return cv2.flip(img, 0)
+    if k == 3:
+        return cv2.transpose(img)
+    return cv2.rotate(cv2.transpose(img), cv2.ROTATE_180)
 
 
 def augment_batch(
@@ -51,17 +66,13 @@ def augment_batch(
     gains = 1 + rng.uniform(-brightness, brightness, b)
     contrasts = 1 + rng.uniform(-contrast, contrast, b)
     hues = rng.uniform(-hue_degrees, hue_degrees, b)
+    matrices = np.empty((b, 3, 4), np.float32)
+    matrices[:, :, :3] = (gains * contrasts)[:, None, None] * _grey_axis_rotations(hues)
+    offsets = (gains * (1 - contrasts)).astype(np.float32)
     for i in range(b):
-        img = x[i]
-        if ks[i]:
-            img = cv2.rotate(img, _ROTATE[int(ks[i])])
-        if flips[i]:
-            img = cv2.flip(img, 1)
-        mean = float(np.mean(cv2.mean(img)[:3]))
-        matrix = np.empty((3, 4), np.float32)
-        matrix[:, :3] = gains[i] * contrasts[i] * _grey_axis_rotation(hues[i])
-        matrix[:, 3] = gains[i] * (1 - contrasts[i]) * mean
-        cv2.transform(np.ascontiguousarray(img), matrix, dst=out[i])
+        img = _symmetry(x[i], int(ks[i]), int(flips[i]))
+        matrices[i, :, 3] = offsets[i] * float(np.mean(cv2.mean(img)[:3]))  # geometry keeps the mean
+        cv2.transform(img, matrices[i], dst=out[i])
     return out
 
 
