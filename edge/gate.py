@@ -60,18 +60,18 @@ class Gate:
 
     def check(self, rgb: np.ndarray) -> Verdict:
         grey = self._small_grey(rgb)
-        focus, contrast = self.focus_of(grey)
         self._n += 1
         if self.cfg.mode == "continuous":
             ok = (self._n - 1) % self.cfg.every_n == 0
-            return self._count(Verdict(ok, "field" if ok else "skipped", focus))
+            return self._count(Verdict(ok, "field" if ok else "skipped", self.focus_of(grey)[0] if ok else 0.0))
         moved = self._prev is None or grey.shape != self._prev.shape or _mad(grey, self._prev) >= self.cfg.motion_threshold
         self._prev = grey
         self._still = 0 if moved else self._still + 1
-        if moved:
-            return self._count(Verdict(False, "moving", focus))
+        if moved:  # most frames of a pan end here: focus is measured only for still ones
+            return self._count(Verdict(False, "moving", 0.0))
         if self._still < self.cfg.still_frames:
-            return self._count(Verdict(False, "settling", focus))
+            return self._count(Verdict(False, "settling", 0.0))
+        focus, contrast = self.focus_of(grey)
         if contrast < self.cfg.min_contrast:
             return self._count(Verdict(False, "blank", focus))
         if focus < self.cfg.focus_threshold:

@@ -76,7 +76,7 @@ class Outbox:
     def _drop_oldest(self) -> None:
         first = self.dropped == 0
         while self.rows > self.max_rows or self.bytes > self.max_bytes:
-            n = max(self.rows - self.max_rows, 1 if self.rows <= self.max_rows else 0, 1)
+            n = max(self.rows - self.max_rows, 1)  # over on bytes only: one row at a time
             with self.db:
                 gone = self.db.execute(
                     "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?) RETURNING length(payload)",

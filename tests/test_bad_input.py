@@ -189,6 +189,14 @@ def test_unreadable_password_file_is_refused(tmp_path, bundle):
     ("sample/start/../x", b"{}", "unknown command"),
     ("sample/start", b"{" + b" " * 2000 + b"}", "over"),
     ("sample/start", b"\xff\xfe\x00", "not JSON"),
+    ("sample/start", b"\xff\xfe", "not JSON"),
+    ("sample/start", b"{", "not JSON"),
+    ("sample/start", b"[1]", "JSON object"),
+    ("sample/start", b'{"sample_id": "John Smith"}', "sample_id"),
+    ("sample/start", b'{"sample_id": "x", "rm": 1}', "rm"),
+    ("sample/start", b"x" * 5000, "over"),
+    ("sample/id", b'{"sample_id": "lab:42"}', Command("sample/id", "lab:42")),
+    ("reboot", b"", "unknown command"),
 ])
 def test_command_payloads(name, payload, outcome):
     if isinstance(outcome, Command):

@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.commands import BadCommand, Command, parse
 from edge.config import GateConfig, SampleConfig, load_config
 from edge.errors import BadFrame, BadInput
 from edge.gate import Gate
@@ -81,28 +80,6 @@ def test_cli_bad_config_exits_2(tmp_path, capsys):
     assert main(["agent", "--config", str(f)]) == 2
     err = capsys.readouterr().err
     assert "field source.looop: unknown key" in err and "Traceback" not in err
-
-
-# --------------------------------------------------------------------------- commands
-
-
-def test_commands_parse_and_validate():
-    assert parse("sample/start", b"") == Command("sample/start", None)
-    assert parse("sample/start", b'{"sample_id": "S-1"}') == Command("sample/start", "S-1")
-    assert parse("sample/id", b'{"sample_id": "lab:42"}') == Command("sample/id", "lab:42")
-    assert parse("sample/end", b"{}") == Command("sample/end", None)
-    for name, payload, why in [
-        ("reboot", b"", "unknown command"),
-        ("sample/start", b"{", "not JSON"),
-        ("sample/start", b"[1]", "JSON object"),
-        ("sample/start", b'{"sample_id": "John Smith"}', "sample_id"),
-        ("sample/start", b'{"sample_id": "x", "rm": 1}', "rm"),
-        ("sample/id", b"{}", "required"),
-        ("sample/start", b"x" * 5000, "over"),
-        ("sample/start", b"\xff\xfe", "not JSON"),
-    ]:
-        with pytest.raises(BadCommand, match=why):
-            parse(name, payload)
 
 
 # --------------------------------------------------------------------------- samples
