@@ -35,8 +35,7 @@ def bench(bundle: Path, data: Path, subset: str = "Original", limit: int | None 
     if limit:
         items = select_balanced(items, limit)
     spec = manifest.input
-    stain = spec.stain_norm if spec.stain_norm.method != "none" else None
-    x, y, bad = load_images(items, spec.height, progress=False, stain=stain)
+    x, y, bad = load_images(items, spec.height, progress=False, stain=spec.stain_norm)
     if len(x) == 0:
         raise BadInput(f"{data}: no readable images")
     runnable = [e for e in manifest.files if e.format in BACKEND_FOR]

@@ -68,8 +68,7 @@ def load_calibration(train_items: Sequence, n: int, spec: InputSpec, seed: int =
     chosen = select_balanced(train_items, n, seed)
     if len(chosen) < MIN_CALIB:
         raise BadInput(f"training split: only {len(chosen)} calibration images; at least {MIN_CALIB} are needed")
-    stain = spec.stain_norm if spec.stain_norm.method != "none" else None
-    x, y, bad = load_images(chosen, spec.height, progress=progress, stain=stain) if chosen else (None, [], [])
+    x, y, bad = load_images(chosen, spec.height, progress=progress, stain=spec.stain_norm) if chosen else (None, [], [])
     used = 0 if x is None else len(x)
     if used < MIN_CALIB:
         why = f" ({len(bad)} unreadable)" if bad else ""

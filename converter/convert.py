@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from edge.bundle import FORMATS, LABELS, MANIFEST, InputSpec, StainNorm
+from edge.bundle import FORMATS, LABELS, MANIFEST, InputSpec
 from edge.errors import BadInput
 
 DEFAULT_FORMATS = ("tflite-int8", "onnx-fp32", "onnx-qdq")
@@ -72,7 +72,7 @@ def _detect_arch(run: Path, model) -> str:
 
 def load_run(run_dir: Path, data: Path | None = None) -> Run:
     """Check and load a RUN folder; BadInput naming the file for anything a user can fix."""
-    from converter.manifest_build import stain_norm_from_run
+    from trainer.evaluate import run_stain_norm
     from trainer.split import read_split
 
     run_dir = Path(run_dir)
@@ -101,12 +101,7 @@ def load_run(run_dir: Path, data: Path | None = None) -> Run:
     n_out = model.output_shape[-1]
     if n_out != len(labels):
         raise BadInput(f"{model_path}: model has {n_out} outputs but split.json lists {len(labels)} labels {labels}")
-    stain = stain_norm_from_run(run_dir)
-    try:
-        norm = StainNorm.model_validate(stain) if stain else StainNorm()
-    except Exception as exc:  # noqa: BLE001 - pydantic's message, one line
-        raise BadInput(f"{run_dir / 'train_config.json'}: stain_norm is not valid ({str(exc).splitlines()[0]})") from None
-    spec = InputSpec(height=int(shape[1]), width=int(shape[2]), stain_norm=norm)
+    spec = InputSpec(height=int(shape[1]), width=int(shape[2]), stain_norm=run_stain_norm(run_dir))
     return Run(run_dir, model, spec, _detect_arch(run_dir, model), labels, info.splits, info.meta)
 
 
@@ -117,8 +112,7 @@ def load_split(run: Run, name: str, progress: bool = False) -> tuple[np.ndarray,
     items = run.splits.get(name, [])
     if not items:
         raise BadInput(f"{run.path / 'split.json'}: the {name} split is empty")
-    stain = run.spec.stain_norm if run.spec.stain_norm.method != "none" else None
-    x, y, bad = load_images(items, run.spec.height, progress=progress, stain=stain)
+    x, y, bad = load_images(items, run.spec.height, progress=progress, stain=run.spec.stain_norm)
     if bad:
         run.warnings.append(f"{name} split: {len(bad)} unreadable images skipped (first: {bad[0][0]}: {bad[0][1]})")
     if len(x) == 0:

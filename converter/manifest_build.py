@@ -77,16 +77,6 @@ def training_info(run: Path, split_meta: dict) -> dict:
     }
 
 
-def stain_norm_from_run(run: Path) -> dict | None:
-    path = run / "train_config.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text()).get("stain_norm")
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def versions() -> dict[str, str]:
     import sys
 

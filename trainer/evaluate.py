@@ -37,9 +37,28 @@ def load_run(run: Path) -> tuple[dict, dict]:
     return config, report
 
 
-def stain_of(config: dict) -> StainNorm | None:
-    norm = StainNorm.model_validate(config.get("stain_norm") or {"method": "none"})
-    return None if norm.method == "none" else norm
+def stain_of(config: dict, where: Path | str = "train_config.json") -> StainNorm:
+    """The stain normalisation a run was trained with (train_config's `stain_norm`; method none if absent)."""
+    from pydantic import ValidationError
+
+    value = config.get("stain_norm") or {"method": "none"}
+    try:
+        return StainNorm.model_validate(value)
+    except ValidationError:
+        raise BadInput(f"{where}: stain_norm {str(value)[:80]!r} is not a fitted normalisation "
+                       "(expected an object with method and target)") from None
+
+
+def run_stain_norm(run: Path) -> StainNorm:
+    """`stain_of` for a RUN folder: what the converter, evaluate and robustness must all apply."""
+    path = Path(run) / "train_config.json"
+    if not path.is_file():
+        return StainNorm()
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadInput(f"{path}: unreadable ({exc})") from None
+    return stain_of(config, path)
 
 
 def evaluate_run(run: Path, data: Path, out: Path | None = None, train_data: Path | None = None,
@@ -79,7 +98,7 @@ def evaluate_run(run: Path, data: Path, out: Path | None = None, train_data: Pat
                "duplicates_removed": 0, "test_source": str(data.absolute()), "skipped": len(found.skipped) + len(bad)},
         smote=config.get("smote"), weights=train_report.get("weights", config.get("weights_source")),
         arch=config.get("arch"), img_size=size, epochs=config.get("epochs_run", config.get("epochs")),
-        stain_norm=(stain.method if stain else "none"), run=str(run.absolute()),
+        stain_norm=stain.method, run=str(run.absolute()),
         train_img_per_s=train_report.get("train_img_per_s"), versions=versions())
     out = Path(out) if out else run / f"eval_{data.absolute().name or 'data'}.json"
     from trainer.plots import plot_confusion

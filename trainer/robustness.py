@@ -20,6 +20,7 @@ import numpy as np
 
 from edge.bundle import LABELS, MANIFEST, InputSpec, StainNorm, preprocess
 from edge.errors import BadInput
+from trainer.evaluate import run_stain_norm
 from trainer.shifts import LEVELS, SHIFTS, apply_to_batch
 
 log = logging.getLogger(__name__)
@@ -74,21 +75,6 @@ def _open_run(run: Path) -> Target:
         "run", run, predict, size,
         run_stain_norm(run), "keras", lambda: None,
     )
-
-
-def run_stain_norm(run: Path) -> StainNorm:
-    """The normalisation a RUN was trained with (train_config.json's `stain_norm`), else none."""
-    import json
-
-    config = run / "train_config.json"
-    if not config.is_file():
-        return StainNorm()
-    value = json.loads(config.read_text()).get("stain_norm")
-    if isinstance(value, dict):
-        return StainNorm.model_validate(value)
-    if value in (None, "none"):
-        return StainNorm()
-    raise BadInput(f"{config}: stain_norm {value!r} has no fitted target; expected an object with method and target")
 
 
 def _open_bundle(bundle: Path, backend: str) -> Target:
