@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edge.backends import NAMES
 from edge.errors import BadInput
+from edge.messages import DEFAULT_PREFIX
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -35,8 +37,6 @@ class BackendConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from edge.backends import NAMES
-
         if v not in NAMES:
             raise ValueError(f"unknown backend {v!r} (choose from: {', '.join(NAMES)})")
         return v
@@ -91,7 +91,7 @@ def redact_url(url: str) -> str:
 
 class MQTTConfig(_Strict):
     url: str | None = None  # mqtt://host:1883 or mqtts://host:8883; None runs offline
-    prefix: str = "leukedge"
+    prefix: str = DEFAULT_PREFIX
     client_id: str | None = None
     username: str | None = None
     password: str | None = Field(None, repr=False)
