@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge.backends import NAMES
@@ -205,12 +206,10 @@ def read_file(path: Path) -> dict:
         raise BadInput(f"{path}: cannot read config ({exc.strerror or exc})") from None
     try:
         if path.suffix.lower() == ".toml":
-            import tomllib
+            import tomllib  # Python 3.11+; a 3.10 box reads YAML only
 
             data = tomllib.loads(text)
         else:
-            import yaml
-
             data = yaml.safe_load(text) or {}
     except Exception as exc:  # noqa: BLE001 - yaml and toml raise their own error types
         line = str(exc).replace("\n", " ")
