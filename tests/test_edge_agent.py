@@ -23,6 +23,7 @@ import pytest
 from edge.agent import Agent
 from edge.config import load_config
 from edge.messages import DEFAULT_PREFIX, InfoMessage, ResultMessage, SampleMessage, StatsMessage
+from edge.sources import END
 from tests.broker import Broker, mosquitto_available
 from tests.bundle_factory import make_small_bundle
 
@@ -216,6 +217,31 @@ def test_bad_frames_counted_offline(tmp_path, bundle, folder):
     assert agent.parts.stats.fields == 6 and agent.parts.stats.frames == 10
     lines = (tmp_path / "r.jsonl").read_text().splitlines()
     assert sum(json.loads(x)["type"] == "result" for x in lines) == 6
+
+
+def test_offline_stats_payload_keys_and_total(tmp_path, bundle, folder):
+    """The stats message every component reports into keeps its keys; offline, `mqtt` is all zeros;
+    the stats' `total` window holds the very numbers the results carried as `latency_ms.total`."""
+    agent = Agent(config(tmp_path, bundle, folder, gate={"mode": "continuous"}))
+    agent.start()
+    while (frame := agent.parts.source.read()) is not END:
+        agent.process(frame)
+    stats = agent.stats_payload()
+    agent.shutdown()
+    StatsMessage.model_validate(stats)
+    assert list(stats) == ["schema", "ts", "device", "uptime_s", "fps", "fields", "latency_ms", "outbox", "frames",
+                           "gate_rejected", "backend", "source", "mqtt", "samples_closed", "cpu_temp_c"]
+    assert list(stats["outbox"]) == ["backlog", "bytes", "dropped", "written", "inflight"]
+    assert stats["outbox"]["backlog"] == stats["outbox"]["written"] == 6 and stats["outbox"]["inflight"] == 0
+    assert stats["frames"] == {"total": 6, "bad": 0}
+    assert stats["source"] == {"uri": str(folder), "state": "open", "reopens": 0, "eofs": 1, "failures": 0,
+                               "last_error": None}
+    assert stats["mqtt"] == {"connected": False, "connects": 0, "acked": 0, "rejected": 0, "commands": 0,
+                             "commands_bad": 0, "commands_retained_ignored": 0, "last_error": None}
+    assert set(stats["latency_ms"]) == {"decode", "gate", "pre", "invoke", "outbox", "publish", "total", "overhead"}
+    results = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    totals = [r["latency_ms"]["total"] for r in results if r["type"] == "result"]
+    assert totals == [round(v, 3) for v in agent.parts.stats.stages["total"]]
 
 
 def test_preprocessing_parity_with_trainer_and_converter(tmp_path, bundle):
