@@ -101,13 +101,13 @@ def main() -> int:
         agent = Agent(cfg)
         agent.start()
         if broker:  # measure the connected steady state, not the first connect
-            agent.publisher.connected.wait(10)
+            agent.parts.publisher.connected.wait(10)
         from edge.sources import END
         from edge.stats import Stats
 
         # CPU time of this thread, outside and inside invoke: the overhead without the waits
         # a busy machine adds (wall-clock numbers include being preempted by other processes).
-        infer, in_invoke, cpu_overhead = agent.backend.infer, [0.0], []
+        infer, in_invoke, cpu_overhead = agent.parts.backend.infer, [0.0], []
 
         def timed_infer(x):
             c0 = time.thread_time()
@@ -116,34 +116,34 @@ def main() -> int:
             finally:
                 in_invoke[0] += time.thread_time() - c0
 
-        agent.backend.infer = timed_infer
+        agent.parts.backend.infer = timed_infer
 
         def step():  # the body of Agent.run's loop
             c0, in_invoke[0] = time.thread_time(), 0.0
-            frame = agent.source.read()
+            frame = agent.parts.source.read()
             if frame is not None and frame is not END:
                 agent.process(frame)
             agent.housekeeping()
             cpu_overhead.append((time.thread_time() - c0 - in_invoke[0]) * 1e3)
 
-        while agent.stats.frames < 100:  # warm-up
+        while agent.parts.stats.frames < 100:  # warm-up
             step()
-        agent.stats = Stats(window=args.frames)
+        agent.parts.stats = Stats(window=args.frames)
         cpu_overhead.clear()
         load = os.getloadavg()[0]
         t_run = time.perf_counter()
-        while agent.stats.frames < args.frames:
+        while agent.parts.stats.frames < args.frames:
             step()
         wall = time.perf_counter() - t_run
-        st = agent.stats
-        backlog = agent.outbox.rows
+        st = agent.parts.stats
+        backlog = agent.parts.outbox.rows
         agent.shutdown()
     finally:
         if broker:
             broker.stop()
 
     print(f"\nagent on {args.frames} replayed {args.frame_size}px JPEG frames -> {args.size}px int8 MobileNetV2 "
-          f"(alpha 1.0), backend {agent.backend.name}, broker {'mosquitto' if broker else 'none (offline)'}, "
+          f"(alpha 1.0), backend {agent.parts.backend.name}, broker {'mosquitto' if broker else 'none (offline)'}, "
           f"{os.cpu_count()} CPUs, load average {load:.1f}")
     print(f"{'stage':<10}{'p50 ms':>10}{'p95 ms':>10}")
     for name in ("decode", "gate", "pre", "invoke", "outbox", "publish", "total", "overhead"):

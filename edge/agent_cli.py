@@ -5,6 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
+from edge.agent import Agent
+from edge.backends import load_for_manifest
+from edge.bundle import load_manifest
+from edge.config import load_config, prune
+from edge.errors import BadInput
+from edge.messages import topic
+from edge.publisher import probe
+from edge.sources import make_source
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML or TOML config (see deploy/agent.example.yaml)")
@@ -25,8 +36,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def overrides(args) -> dict:
     """The flags that were given, shaped like the config file."""
-    from edge.config import prune
-
     return prune({
         "bundle": args.bundle, "device_id": args.device_id, "drain_timeout_s": args.drain_timeout,
         "max_frames": args.max_frames,
@@ -40,28 +49,17 @@ def overrides(args) -> dict:
 
 
 def run(args) -> int:
-    from edge.config import load_config
-    from edge.errors import BadInput
-
     data = overrides(args)
     if args.config is None and args.bundle is None:
         raise BadInput("agent: give --config FILE or at least --bundle DIR")
     cfg = load_config(args.config, data)
     if args.check:
         return check(cfg)
-    from edge.agent import Agent
-
     return Agent(cfg).run()
 
 
 def check(cfg) -> int:
     """Validate everything a run needs without running it; 0 when all of it works."""
-    import numpy as np
-
-    from edge.backends import load_for_manifest
-    from edge.bundle import load_manifest
-    from edge.sources import make_source
-
     print(f"config    ok: device {cfg.device_id}, gate {cfg.gate.mode}, outbox {cfg.outbox.path}")
     manifest = load_manifest(cfg.bundle)
     print(f"bundle    ok: {manifest.name} ({manifest.arch}), labels {', '.join(manifest.labels)}, "
@@ -80,11 +78,9 @@ def check(cfg) -> int:
         failed += 1
         print(f"source    FAILED: {exc}")
     if cfg.mqtt.url:
-        from edge.publisher import probe
-
         answer = probe(cfg.mqtt, cfg.device_id)
         failed += answer != "ok"
-        print(f"broker    {'ok' if answer == 'ok' else 'FAILED'}: {cfg.mqtt.safe_url} topics {cfg.mqtt.prefix}/{cfg.device_id}/"
+        print(f"broker    {'ok' if answer == 'ok' else 'FAILED'}: {cfg.mqtt.safe_url} topics {topic(cfg.mqtt.prefix, cfg.device_id, '')}"
               + ("" if answer == "ok" else f" ({answer})"))
     else:
         print("broker    off: results stay in the outbox and the local log")

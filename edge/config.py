@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edge.backends import NAMES
 from edge.errors import BadInput
+from edge.messages import DEFAULT_PREFIX
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -35,8 +38,6 @@ class BackendConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from edge.backends import NAMES
-
         if v not in NAMES:
             raise ValueError(f"unknown backend {v!r} (choose from: {', '.join(NAMES)})")
         return v
@@ -91,7 +92,7 @@ def redact_url(url: str) -> str:
 
 class MQTTConfig(_Strict):
     url: str | None = None  # mqtt://host:1883 or mqtts://host:8883; None runs offline
-    prefix: str = "leukedge"
+    prefix: str = DEFAULT_PREFIX
     client_id: str | None = None
     username: str | None = None
     password: str | None = Field(None, repr=False)
@@ -205,12 +206,10 @@ def read_file(path: Path) -> dict:
         raise BadInput(f"{path}: cannot read config ({exc.strerror or exc})") from None
     try:
         if path.suffix.lower() == ".toml":
-            import tomllib
+            import tomllib  # Python 3.11+; a 3.10 box reads YAML only
 
             data = tomllib.loads(text)
         else:
-            import yaml
-
             data = yaml.safe_load(text) or {}
     except Exception as exc:  # noqa: BLE001 - yaml and toml raise their own error types
         line = str(exc).replace("\n", " ")

@@ -1,4 +1,4 @@
-"""Errors that map to the command line's exit codes (DESIGN.md: 2 bad input, 1 internal)."""
+"""Errors that map to the command line's exit codes (docs/contracts.md: 2 bad input, 1 internal)."""
 
 
 class LeukedgeError(Exception):

@@ -1,4 +1,4 @@
-"""MQTT payloads (DESIGN.md): builders for the agent and pydantic models that check them.
+"""MQTT topics and payloads (docs/contracts.md): builders for the agent and pydantic models that check them.
 
 The builders return plain dicts (cheap: they run once per field); the models are the
 schema in code, used by the tests and available to consumers that want to validate
@@ -15,6 +15,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA = 1
+DEFAULT_PREFIX = "leukedge"  # the first topic level unless `mqtt.prefix` says otherwise
+
+
+def topic(prefix: str, device_id: str, name: str) -> str:
+    """`<prefix>/<device>/<name>`: the one place a topic is spelled (result, sample, stats,
+    status, info, cmd/...; `#` for a subscriber that wants them all)."""
+    return f"{prefix}/{device_id}/{name}"
 
 
 def utc_now() -> str:

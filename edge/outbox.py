@@ -91,5 +91,9 @@ class Outbox:
             log.warning("outbox %s full (max %d rows / %d bytes): dropping the oldest, counted in stats",
                         self.path, self.max_rows, self.max_bytes)
 
+    def stats(self) -> dict:
+        """The `outbox` part of the stats message (the publisher adds `inflight`)."""
+        return {"backlog": self.rows, "bytes": self.bytes, "dropped": self.dropped, "written": self.written}
+
     def close(self) -> None:
         self.db.close()

@@ -7,7 +7,8 @@ after a reconnect, so nothing handed over is lost or sent twice by us). Callback
 append to thread-safe deques: SQLite is touched by the agent's thread alone.
 
 On every (re)connect: retained `online` on `status`, retained `info`, subscribe to
-`cmd/#`. The Last Will is a retained `offline`.
+`cmd/#`. The Last Will is a retained `offline`. With MQTT off the agent talks to
+`Offline` instead, which has the same face and sends nothing.
 """
 
 from __future__ import annotations
@@ -19,32 +20,71 @@ import time
 from urllib.parse import urlsplit
 
 from edge.commands import BadCommand, Command, parse
-from edge.messages import encode
+from edge.messages import encode, topic
 
 log = logging.getLogger(__name__)
 
 
-class Publisher:
-    def __init__(self, cfg, device_id: str, outbox, client_id: str | None = None):
-        self.cfg, self.outbox = cfg, outbox
-        self.base = f"{cfg.prefix}/{device_id}"
-        self.client_id = client_id or cfg.client_id or f"leukedge-{device_id}"
+class _Link:
+    """What the agent's loop asks of its MQTT side, and the figures it reports in `stats`."""
+
+    def __init__(self, cfg, device_id: str):
+        self.cfg, self.device_id = cfg, device_id
         self.connected = threading.Event()
         self.commands: collections.deque[Command] = collections.deque()
+        self.acked = self.handed = self.rejected = self.connects = 0
+        self.cmd_ok = self.cmd_bad = self.cmd_retained = 0
+        self.last_error: str | None = None
+
+    def topic(self, name: str) -> str:
+        return topic(self.cfg.prefix, self.device_id, name)
+
+    @property
+    def inflight(self) -> int:
+        return 0
+
+    def stats(self) -> dict:
+        """The `mqtt` part of the stats message."""
+        return {"connected": self.connected.is_set(), "connects": self.connects, "acked": self.acked,
+                "rejected": self.rejected, "commands": self.cmd_ok, "commands_bad": self.cmd_bad,
+                "commands_retained_ignored": self.cmd_retained, "last_error": self.last_error}
+
+
+class Offline(_Link):
+    """MQTT off: rows stay in the outbox (sent by a later run that has a broker), stats are only logged."""
+
+    def set_info(self, info: dict) -> None:
+        """No broker to tell."""
+
+    def start(self) -> "Offline":
+        return self
+
+    def pump(self, flush: bool = False) -> None:
+        """Nothing is handed over while offline."""
+
+    def publish_now(self, name: str, payload: dict, retain: bool = False) -> None:
+        """Stats are not queued (see Publisher.publish_now)."""
+
+    def drained(self) -> bool:
+        return True  # nothing to wait for at shutdown
+
+    def stop(self) -> None:
+        """No connection to close."""
+
+
+class Publisher(_Link):
+    def __init__(self, cfg, device_id: str, outbox, client_id: str | None = None):
+        super().__init__(cfg, device_id)
+        self.outbox = outbox
+        self.client_id = client_id or cfg.client_id or f"leukedge-{device_id}"
         self._acks: collections.deque[tuple[int, bool]] = collections.deque()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox row id
         self._cursor = 0  # highest row id handed to paho
         self._done: list[int] = []  # acknowledged rows not yet deleted
         self._last_delete = time.monotonic()
         self.info: dict | None = None
-        self.acked = self.handed = self.rejected = self.connects = 0
-        self.cmd_ok = self.cmd_bad = self.cmd_retained = 0
-        self.last_error: str | None = None
         self._stopping = False
         self.client = self._make_client()
-
-    def topic(self, name: str) -> str:
-        return f"{self.base}/{name}"
 
     # ------------------------------------------------------------------ setup
 

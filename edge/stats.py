@@ -1,20 +1,33 @@
-"""Counters and latency windows for the periodic `stats` message."""
+"""Counters and latency windows for the periodic `stats` message.
+
+Latency stages of a classified field, in ms:
+    decode    capture or decode (measured by the source)
+    gate      frame check + field gate
+    pre       crop, resize, colour order
+    invoke    the model
+    total     from the frame check to the model's answer (gate + pre + invoke): the same
+              number a result message carries as `latency_ms.total`
+    outbox    writing a message to the outbox (and the local log)
+    publish   handing queued rows to MQTT
+    overhead  decode .. published, minus invoke: what the agent adds to the model
+"""
 
 from __future__ import annotations
 
 import collections
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-# per classified field: total = decode .. publish; overhead = total - invoke
 STAGES = ("decode", "gate", "pre", "invoke", "outbox", "publish", "total", "overhead")
 
 
 class Stats:
     def __init__(self, window: int = 1000):
         self.stages = {name: collections.deque(maxlen=window) for name in STAGES}
+        self.last: dict[str, float] = {}  # each stage's latest ms, for the result message
         self.frames = self.fields = 0
         self.bad: collections.Counter[str] = collections.Counter()
         self.started = self._last_t = time.monotonic()
@@ -22,6 +35,15 @@ class Stats:
 
     def time(self, stage: str, ms: float) -> None:
         self.stages[stage].append(ms)
+        self.last[stage] = ms
+
+    @contextmanager
+    def stage(self, name: str):
+        """Time the block as `name`; a block left by an exception is not counted (a bad frame
+        is not a gate time)."""
+        t0 = time.perf_counter()
+        yield
+        self.time(name, (time.perf_counter() - t0) * 1e3)
 
     def percentiles(self) -> dict[str, dict[str, float]]:
         out = {}
@@ -37,6 +59,13 @@ class Stats:
         fps = (self.frames - self._last_frames) / max(now - self._last_t, 1e-6)
         self._last_t, self._last_frames = now, self.frames
         return round(fps, 2)
+
+    def uptime_s(self) -> float:
+        return round(time.monotonic() - self.started, 1)
+
+    def frame_counts(self) -> dict[str, int]:
+        """The `frames` part of the stats message: frames read, and the bad ones by reason."""
+        return {"total": self.frames, "bad": sum(self.bad.values()), **{f"bad_{k}": v for k, v in self.bad.items()}}
 
 
 def cpu_temperature() -> float | None:

@@ -1,3 +1,5 @@
 """leukedge: train, convert and deploy ALL blood-smear classifiers to edge boxes."""
 
-__version__ = "0.1.0"
+from edge import __version__
+
+__all__ = ["__version__"]

@@ -4,7 +4,7 @@ Only the chosen subcommand's module is imported, so `leukedge agent --help` neve
 loads TensorFlow. Each command module provides `add_arguments(parser)` (cheap imports
 only) and `run(args) -> int`.
 
-Exit codes (DESIGN.md): 0 success, 2 bad input or usage (one line naming what is
+Exit codes (docs/contracts.md): 0 success, 2 bad input or usage (one line naming what is
 wrong), 1 internal error.
 """
 
@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
+from edge.errors import BadInput, LeukedgeError
 from leukedge import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -66,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _setup_logging(args.verbose)
-    from edge.errors import BadInput, LeukedgeError
-
     try:
         return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
     except BadInput as exc:
@@ -90,8 +90,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _setup_logging(verbose: bool) -> None:
-    import logging
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,

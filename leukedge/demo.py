@@ -18,6 +18,11 @@ import time
 from pathlib import Path
 
 from edge.errors import BadInput, LeukedgeError
+from edge.messages import DEFAULT_PREFIX, topic
+from leukedge.cli import main as cli_main
+from leukedge.localbroker import Broker, mosquitto_available
+
+DEVICE = "demo-scope"  # the demo agent's device id
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,14 +77,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _agent_on_video(bundle: Path, video: Path, work: Path, offline: bool) -> list[str]:
     """Run the agent as its own process on the video; subscribe to its topics when a broker runs."""
-    from leukedge.localbroker import Broker, mosquitto_available
-
     work.mkdir(parents=True, exist_ok=True)
     outbox = work / "outbox.db"
     outbox.unlink(missing_ok=True)
     broker = None if offline or not mosquitto_available() else Broker(work / "broker").start()
     cmd = [sys.executable, "-m", "leukedge.cli", "agent", "--bundle", str(bundle), "--source", str(video),
-           "--device-id", "demo-scope", "--outbox", str(outbox), "--result-log", str(work / "results.jsonl"),
+           "--device-id", DEVICE, "--outbox", str(outbox), "--result-log", str(work / "results.jsonl"),
            "--mqtt", broker.url if broker else "off", "--drain-timeout", "10"]
     try:
         if broker is None:
@@ -87,7 +90,7 @@ def _agent_on_video(bundle: Path, video: Path, work: Path, offline: bool) -> lis
             t = time.monotonic()
             subprocess.run(cmd, check=True)
             return _offline_summary(outbox, time.monotonic() - t)
-        seen = _Subscriber(broker.port, "leukedge/demo-scope/#")
+        seen = _Subscriber(broker.port, topic(DEFAULT_PREFIX, DEVICE, "#"))
         t = time.monotonic()
         subprocess.run(cmd, check=True)
         time.sleep(0.5)
@@ -151,9 +154,7 @@ def _offline_summary(outbox: Path, wall: float) -> list[str]:
 
 def _cli(argv: list[str], allow: tuple[int, ...] = ()) -> int:
     """Run one `leukedge` step in this process; a non-zero exit not in `allow` stops the demo."""
-    from leukedge.cli import main
-
-    rc = main(argv)
+    rc = cli_main(argv)
     if rc != 0 and rc not in allow:
         raise LeukedgeError(f"step `leukedge {argv[0]}` failed with exit code {rc}")
     return rc

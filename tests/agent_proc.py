@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from edge.messages import DEFAULT_PREFIX, topic
+
 ROOT = Path(__file__).resolve().parents[1]
 CLI = "import sys; from leukedge.cli import main; sys.exit(main())"
 
@@ -158,7 +160,7 @@ class ResultFeed:
         self.other: list[tuple[str, bytes]] = []
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
-        self.topic = f"leukedge/{device}/result"
+        self.topic = topic(DEFAULT_PREFIX, device, "result")
         self.c = client(username, password, ca, client_id=client_id, clean=False)
         self.c.reconnect_delay_set(0.1, 0.5)
         topics = [(self.topic, 1), *[(t, 1) for t in extra_topics]]

@@ -22,7 +22,8 @@ import pytest
 
 from edge.agent import Agent
 from edge.config import load_config
-from edge.messages import InfoMessage, ResultMessage, SampleMessage, StatsMessage
+from edge.messages import DEFAULT_PREFIX, InfoMessage, ResultMessage, SampleMessage, StatsMessage
+from edge.sources import END
 from tests.broker import Broker, mosquitto_available
 from tests.bundle_factory import make_small_bundle
 
@@ -55,7 +56,7 @@ class Subscriber:
         self.messages: list[tuple[str, bool, bytes]] = []
         self.lock = threading.Lock()
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
-        self.c.on_connect = lambda c, u, f, rc, p=None: c.subscribe("leukedge/#", qos=1)
+        self.c.on_connect = lambda c, u, f, rc, p=None: c.subscribe(f"{DEFAULT_PREFIX}/#", qos=1)
         self.c.on_message = self._on_message
         self.c.reconnect_delay_set(0.1, 0.5)
         self.c.connect("127.0.0.1", port)
@@ -149,7 +150,7 @@ def test_commands_work_and_retained_are_ignored(tmp_path, bundle, broker, folder
     sample = SampleMessage.model_validate(sub.json("sample")[0])
     assert sample.sample_id == "LAB-1" and sample.closed_by == "command" and sample.n_fields >= 3
     assert all(m["sample_id"] != "STALE" for m in sub.json("result") + sub.json("sample"))
-    p = agent.publisher
+    p = agent.parts.publisher
     assert (p.cmd_retained, p.cmd_bad) == (1, 1) and p.cmd_ok == 2
     pub.publish("leukedge/box1/cmd/sample/start", b"", retain=True).wait_for_publish()  # clear the retained one
     pub.loop_stop()
@@ -181,7 +182,7 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path, bundle, folder):
         first_seen = list(dict.fromkeys(seqs))
         assert agent.seq == 160 and sorted(first_seen) == list(range(1, 161))
         assert first_seen == sorted(first_seen)  # in order
-        assert agent.outbox.rows == 0 and agent.publisher.connects >= 2
+        assert agent.parts.outbox.rows == 0 and agent.parts.publisher.connects >= 2
         print(f"sent {agent.seq}, delivered {len(first_seen)}, duplicates {len(seqs) - len(first_seen)}")
         sub.close()
     finally:
@@ -193,7 +194,7 @@ def test_backlog_replayed_after_restart(tmp_path, bundle, folder, broker):
     broker.stop()
     cfg = config(tmp_path, bundle, folder, broker.url, gate={"mode": "continuous"}, drain_timeout_s=0.3)
     first = Agent(cfg)
-    assert first.run() == 0 and first.outbox.rows == 6 + 1  # six results and the closing sample
+    assert first.run() == 0 and first.parts.outbox.rows == 6 + 1  # six results and the closing sample
     broker.start()
     sub = Subscriber(broker.port)
     second = Agent(cfg)
@@ -201,7 +202,7 @@ def test_backlog_replayed_after_restart(tmp_path, bundle, folder, broker):
     assert sub.wait(lambda: len(sub.on("result")) >= 12)
     ids = [r["id"] for r in sub.json("result")]
     assert ids[:6] == [f"box1-1-{i}" for i in range(1, 7)] and ids[6:] == [f"box1-2-{i}" for i in range(1, 7)]
-    assert second.outbox.rows == 0
+    assert second.parts.outbox.rows == 0
     sub.close()
 
 
@@ -212,10 +213,35 @@ def test_bad_frames_counted_offline(tmp_path, bundle, folder):
     (folder / "g_empty.jpg").write_bytes(b"")
     agent = Agent(config(tmp_path, bundle, folder, gate={"mode": "continuous"}))
     assert agent.run() == 0
-    assert dict(agent.stats.bad) == {"grayscale": 1, "bit_depth": 1, "corrupt": 1, "empty": 1}
-    assert agent.stats.fields == 6 and agent.stats.frames == 10
+    assert dict(agent.parts.stats.bad) == {"grayscale": 1, "bit_depth": 1, "corrupt": 1, "empty": 1}
+    assert agent.parts.stats.fields == 6 and agent.parts.stats.frames == 10
     lines = (tmp_path / "r.jsonl").read_text().splitlines()
     assert sum(json.loads(x)["type"] == "result" for x in lines) == 6
+
+
+def test_offline_stats_payload_keys_and_total(tmp_path, bundle, folder):
+    """The stats message every component reports into keeps its keys; offline, `mqtt` is all zeros;
+    the stats' `total` window holds the very numbers the results carried as `latency_ms.total`."""
+    agent = Agent(config(tmp_path, bundle, folder, gate={"mode": "continuous"}))
+    agent.start()
+    while (frame := agent.parts.source.read()) is not END:
+        agent.process(frame)
+    stats = agent.stats_payload()
+    agent.shutdown()
+    StatsMessage.model_validate(stats)
+    assert list(stats) == ["schema", "ts", "device", "uptime_s", "fps", "fields", "latency_ms", "outbox", "frames",
+                           "gate_rejected", "backend", "source", "mqtt", "samples_closed", "cpu_temp_c"]
+    assert list(stats["outbox"]) == ["backlog", "bytes", "dropped", "written", "inflight"]
+    assert stats["outbox"]["backlog"] == stats["outbox"]["written"] == 6 and stats["outbox"]["inflight"] == 0
+    assert stats["frames"] == {"total": 6, "bad": 0}
+    assert stats["source"] == {"uri": str(folder), "state": "open", "reopens": 0, "eofs": 1, "failures": 0,
+                               "last_error": None}
+    assert stats["mqtt"] == {"connected": False, "connects": 0, "acked": 0, "rejected": 0, "commands": 0,
+                             "commands_bad": 0, "commands_retained_ignored": 0, "last_error": None}
+    assert set(stats["latency_ms"]) == {"decode", "gate", "pre", "invoke", "outbox", "publish", "total", "overhead"}
+    results = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    totals = [r["latency_ms"]["total"] for r in results if r["type"] == "result"]
+    assert totals == [round(v, 3) for v in agent.parts.stats.stages["total"]]
 
 
 def test_preprocessing_parity_with_trainer_and_converter(tmp_path, bundle):
@@ -233,8 +259,8 @@ def test_preprocessing_parity_with_trainer_and_converter(tmp_path, bundle):
         cv2.imwrite(str(folder / f"WBC-Benign-{i:03d}.jpg"), field[..., ::-1])
     agent = Agent(config(tmp_path, bundle, folder, gate={"mode": "continuous"}))
     agent.start()
-    seen, infer = [], agent.backend.infer
-    agent.backend.infer = lambda x: seen.append(x.copy()) or infer(x)
+    seen, infer = [], agent.parts.backend.infer
+    agent.parts.backend.infer = lambda x: seen.append(x.copy()) or infer(x)
     src = make_source(str(folder)).open()
     while (frame := src.read()) is not None:
         agent.process(frame)
@@ -243,7 +269,7 @@ def test_preprocessing_parity_with_trainer_and_converter(tmp_path, bundle):
     x, y, bad = load_images([Item(p, "Benign") for p in paths], 64, progress=False)
     assert not bad and len(seen) == 4
     np.testing.assert_array_equal(np.stack(seen), x)
-    np.testing.assert_array_equal(x[3], preprocess(read_image(paths[3]), agent.manifest.input))
+    np.testing.assert_array_equal(x[3], preprocess(read_image(paths[3]), agent.parts.manifest.input))
 
 
 def _agent_proc(tmp_path, bundle, folder, url) -> subprocess.Popen:

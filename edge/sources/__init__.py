@@ -12,6 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge.sources.base import Frame, Source, SourceError, SourceLost
+from edge.sources.folder import FolderSource
+from edge.sources.opencv import OpenCVSource
+from edge.sources.picam import PicamSource
 from edge.sources.watchdog import END, Watchdog
 
 __all__ = ["END", "Frame", "Source", "SourceError", "SourceLost", "Watchdog", "make_source", "open_watchdog"]
@@ -20,18 +23,12 @@ __all__ = ["END", "Frame", "Source", "SourceError", "SourceLost", "Watchdog", "m
 def make_source(uri: str, width: int | None = None, height: int | None = None, stall_s: float = 10.0) -> Source:
     """The Source for a URI (not opened yet)."""
     if uri.startswith("picam"):
-        from edge.sources.picam import PicamSource
-
         return PicamSource(uri, width, height)
     local = not uri.startswith(("cv:", "/dev/video")) and "://" not in uri
     # A path without a suffix is a folder even while it is missing, so a vanished folder is
     # reported as "folder not found" rather than as a missing video file.
     if local and (Path(uri).is_dir() or not Path(uri).suffix):
-        from edge.sources.folder import FolderSource
-
         return FolderSource(Path(uri))
-    from edge.sources.opencv import OpenCVSource
-
     return OpenCVSource(uri, width, height, stall_s)
 
 

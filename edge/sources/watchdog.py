@@ -48,6 +48,11 @@ class Watchdog:
     def state(self) -> str:
         return "open" if self.src is not None else "reopening"
 
+    def stats(self) -> dict:
+        """The source's figures for the stats message."""
+        return {"state": self.state, "reopens": self.reopens, "eofs": self.eofs, "failures": self.failures,
+                "last_error": self.last_error}
+
     def read(self) -> Frame | None | object:
         """A Frame, None (nothing this time: keep serving the loop) or END."""
         if self.src is None and not self._reopen():

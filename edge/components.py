@@ -1,0 +1,55 @@
+"""The agent's parts, built in one place from its config: what `Agent.start()` runs on.
+
+The order matters: the bundle is checked and the model loaded before the source opens
+(a bad bundle fails fast); the outbox comes before the sample pool, whose ids carry the
+boot number the outbox keeps. The publisher is built here but started by the agent,
+once it can say what it runs (`info`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge.backends import Backend, load_for_manifest
+from edge.bundle import FileEntry, Manifest, load_manifest
+from edge.gate import Gate
+from edge.outbox import Outbox
+from edge.publisher import Offline, Publisher
+from edge.resultlog import ResultLog
+from edge.samples import SamplePool
+from edge.sources import Watchdog, open_watchdog
+from edge.stats import Stats
+
+
+@dataclass
+class Components:
+    manifest: Manifest
+    entry: FileEntry  # the bundle file the backend runs
+    backend: Backend
+    source: Watchdog
+    outbox: Outbox
+    boot: int  # this start's number, kept in the outbox file
+    samples: SamplePool
+    gate: Gate
+    stats: Stats
+    results: ResultLog | None  # the local JSON-lines log, when configured
+    publisher: Publisher | Offline
+
+
+def build_components(cfg, source: Watchdog | None = None) -> Components:
+    """Everything an `edge.config.AgentConfig` describes; `source` replaces the configured one."""
+    manifest = load_manifest(cfg.bundle)
+    b = cfg.backend
+    backend, entry = load_for_manifest(cfg.bundle, manifest, backend=b.name, threads=b.threads,
+                                       allow_fallback=b.allow_fallback, device=b.device)
+    if source is None:
+        source = open_watchdog(cfg.source)
+    o, r = cfg.outbox, cfg.result_log
+    outbox = Outbox(o.path, o.max_rows, o.max_bytes, o.synchronous)
+    boot = outbox.next_boot()
+    samples = SamplePool(cfg.sample, cfg.device_id, boot, manifest.labels, manifest.thresholds.refer_below,
+                         entry.sha256)
+    results = ResultLog(r.path, r.max_bytes, r.backups) if r.path else None
+    publisher = Publisher(cfg.mqtt, cfg.device_id, outbox) if cfg.mqtt.url else Offline(cfg.mqtt, cfg.device_id)
+    return Components(manifest=manifest, entry=entry, backend=backend, source=source, outbox=outbox, boot=boot,
+                      samples=samples, gate=Gate(cfg.gate), stats=Stats(), results=results, publisher=publisher)
