@@ -12,6 +12,13 @@ import argparse
 import json
 from pathlib import Path
 
+from converter.calibration import select_balanced
+from converter.validate import row, run_format, summarize, validation_table
+from edge.bundle import load_manifest
+from edge.errors import BadInput
+from edge.formats import BACKEND_FOR
+from trainer.data import load_images, scan
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", type=Path, help="bundle folder (manifest.json)")
@@ -24,18 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def bench(bundle: Path, data: Path, subset: str = "Original", limit: int | None = None) -> dict:
     """validation.json-shaped dict for the bundle's files on the images under `data`."""
-    from converter.calibration import select_balanced
-    from converter.validate import BACKEND_FOR, row, run_format, summarize
-    from edge.bundle import load_manifest
-    from edge.errors import BadInput
-    from trainer.data import load_images, scan
-
     manifest = load_manifest(bundle, verify=True)
     items = scan(data, subset).items
     if limit:
         items = select_balanced(items, limit)
-    spec = manifest.input
-    x, y, bad = load_images(items, spec.height, progress=False, stain=spec.stain_norm)
+    x, y, bad = load_images(items, manifest.input, progress=False)
     if len(x) == 0:
         raise BadInput(f"{data}: no readable images")
     runnable = [e for e in manifest.files if e.format in BACKEND_FOR]
@@ -52,10 +52,6 @@ def bench(bundle: Path, data: Path, subset: str = "Original", limit: int | None 
 
 
 def run(args: argparse.Namespace) -> int:
-    from converter.validate import format_table
-    from edge.bundle import load_manifest
-    from edge.errors import BadInput
-
     if args.data is None:
         manifest = load_manifest(args.bundle, verify=True)
         path = args.bundle / "validation.json"
@@ -66,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         validation = bench(args.bundle, args.data, args.subset, args.limit)
         manifest = load_manifest(args.bundle, verify=False)
     print(f"bundle {manifest.name} ({manifest.arch}, {manifest.input.height}x{manifest.input.width})")
-    print(format_table(validation, manifest.labels))
+    print(validation_table(validation, manifest.labels))
     if args.json:
         args.json.write_text(json.dumps(validation, indent=2) + "\n")
     return 0

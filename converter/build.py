@@ -12,11 +12,22 @@ from typing import Callable
 
 import numpy as np
 
+from converter import edgetpu, layer_report, manifest_build, onnx_export, tflite_export
+from converter import qat as qat_mod
+from converter.calibration import load_calibration
+from converter.validate import (int8_drops, predict_keras, row, run_format, summarize, validation_table,
+                                write_validation)
 from edge.bundle import write_manifest
+from edge.errors import BadInput
+from edge.formats import BACKEND_FOR, FILE_NAMES, PRIMARY_ORDER, run_by
+from trainer.run import load_split, training_info
+
+LAYER_REPORT_IMAGES = 16
+TFLITE_FORMATS = run_by("tflite")  # written by the TFLite converter (the Edge TPU file is compiled from int8)
 
 
 @dataclass
-class Built:
+class BuiltFiles:
     files: dict  # format -> (path, input Quant, output Quant)
     edgetpu: dict | None
     warnings: list[str]
@@ -30,19 +41,15 @@ class Result:
 
 
 def build_formats(model, tmp: Path, formats, calib_x: np.ndarray, allow_cpu_fallback: bool,
-                  echo: Callable[[str], None]) -> Built:
+                  echo: Callable[[str], None]) -> BuiltFiles:
     """Write each requested format into `tmp`; the Edge TPU readiness check rides on the int8 file."""
-    from converter import edgetpu, onnx_export, tflite_export
-    from converter.convert import FILE_NAMES
-    from edge.errors import BadInput
-
     files: dict = {}
     warnings: list[str] = []
     et_info = None
-    clone = tflite_export.float_clone(model) if any(f.startswith("tflite") for f in formats) else None
+    clone = tflite_export.float_clone(model) if any(f in TFLITE_FORMATS for f in formats) else None
     for fmt in formats:
         path = tmp / FILE_NAMES[fmt]
-        if fmt in ("tflite-int8", "tflite-fp32", "tflite-fp16"):
+        if fmt in TFLITE_FORMATS:
             echo(f"  {fmt} ...")
             data = tflite_export.to_tflite(clone, fmt.split("-")[1], calib_x)
             path.write_bytes(data)
@@ -80,13 +87,11 @@ def build_formats(model, tmp: Path, formats, calib_x: np.ndarray, allow_cpu_fall
                     raise BadInput(f"{int8_path.name}: {compiled.ops_on_cpu} of {compiled.ops_total} ops fall back "
                                    f"to the CPU on the Edge TPU ({compiled.cpu_ops}); use --allow-cpu-fallback to accept")
                 files["tflite-edgetpu"] = (compiled.path, *files["tflite-int8"][1:])
-    return Built(files, et_info, warnings)
+    return BuiltFiles(files, et_info, warnings)
 
 
-def validate(built: Built, x: np.ndarray, y: np.ndarray, float_probs: np.ndarray, split_note: str):
+def validate(built: BuiltFiles, x: np.ndarray, y: np.ndarray, float_probs: np.ndarray, split_note: str):
     """(validation.json dict, {format: probs}) for every built file that runs on this CPU."""
-    from converter.validate import BACKEND_FOR, row, run_format, summarize
-
     rows, all_probs = [], {}
     for fmt, (path, _, _) in built.files.items():
         if fmt in BACKEND_FOR:
@@ -102,11 +107,6 @@ def validate(built: Built, x: np.ndarray, y: np.ndarray, float_probs: np.ndarray
 
 def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool, allow_cpu_fallback: bool,
                  name: str, seed: int, progress: bool, echo: Callable[[str], None]) -> Result:
-    from converter import layer_report, manifest_build
-    from converter.calibration import load_calibration
-    from converter.convert import LAYER_REPORT_IMAGES, load_split
-    from converter.validate import format_table, int8_drops, predict_keras, run_format, summarize, write_validation
-
     calib_x, calib_counts, warnings = load_calibration(run.splits.get("train", []), calib, run.spec, seed, progress)
     for w in warnings:
         echo(f"warning: {w}")
@@ -122,8 +122,6 @@ def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool
     validation, test_probs = validate(built, x_test, y_test, float_test, split_note)
     failing = {f: d for f, d in int8_drops(validation).items() if d > max_drop}
     if failing and qat:
-        from converter import qat as qat_mod
-
         echo(f"int8 drop over {max_drop} pp ({failing}); fine-tuning with --qat ...")
         x_train, y_train = load_split(run, "train", progress)
         model, qat_info = qat_mod.finetune(run.model, x_train, y_train, x_val, y_val, seed=seed, echo=echo)
@@ -133,19 +131,17 @@ def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool
         validation, test_probs = validate(built, x_test, y_test, float_test, split_note)
         qat_info["float_accuracy_after"] = summarize(y_test, predict_keras(model, x_test))["accuracy"]
         failing = {f: d for f, d in int8_drops(validation).items() if d > max_drop}
-    echo(format_table(validation, run.labels))
+    echo(validation_table(validation, run.labels))
 
     layers = None
     if "tflite-int8" in built.files:
-        from converter.tflite_export import float_clone
-
-        layers = layer_report.layer_errors(float_clone(model), calib_x, x_val[:LAYER_REPORT_IMAGES])
+        layers = layer_report.layer_errors(tflite_export.float_clone(model), calib_x, x_val[:LAYER_REPORT_IMAGES])
         layer_report.write_report(tmp, layers, min(len(x_val), LAYER_REPORT_IMAGES))
         echo(layer_report.format_worst(layers))
     write_validation(tmp, validation)
 
     # Abstain band from the file the box runs by default (int8 TFLite, else the first format).
-    primary = next((f for f in ("tflite-int8", "onnx-qdq", "tflite-fp32", "onnx-fp32") if f in built.files), None)
+    primary = next((f for f in PRIMARY_ORDER if f in built.files), None)
     val_probs = run_format(built.files[primary][0], primary, x_val)[0] if primary else predict_keras(model, x_val)
     thresholds = manifest_build.choose_refer_below(y_val, val_probs) | {"source_format": primary or "keras"}
 
@@ -160,7 +156,7 @@ def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool
                for p in sorted(tmp.glob("*.json")) + sorted(tmp.glob("*.log"))]
     manifest = manifest_build.build_manifest(
         name=name, arch=run.arch, labels=run.labels, spec=run.spec, files=entries, metrics=metrics,
-        thresholds=thresholds, training=manifest_build.training_info(run.path, run.split_meta),
+        thresholds=thresholds, training=training_info(run),
         warnings=all_warnings,
         calibration={"images": len(calib_x), "requested": calib, "per_class": calib_counts, "source": "train split",
                      "seed": seed, "balanced": True, "input_range_pinned": [0, 255]},

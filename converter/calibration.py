@@ -13,8 +13,8 @@ import numpy as np
 
 from edge.bundle import LABELS, InputSpec
 from edge.errors import BadInput
+from trainer.data import load_images
 
-DEFAULT_CALIB = 300
 MIN_CALIB = 8  # below this the ranges are guesses: refuse rather than ship them
 
 
@@ -47,7 +47,7 @@ def pin_input_range(x: np.ndarray) -> np.ndarray:
 
     The converter derives the uint8 input's scale from the calibration data; with the full
     byte range present it is exactly scale 1, zero point 0, i.e. the raw camera bytes
-    DESIGN.md promises. Two pixels of one image do not move any other range measurably.
+    docs/contracts.md promises. Two pixels of one image do not move any other range measurably.
     """
     x = np.array(x, dtype=np.uint8, copy=True)
     x[0, 0, 0, :] = 0
@@ -61,14 +61,12 @@ def load_calibration(train_items: Sequence, n: int, spec: InputSpec, seed: int =
     BadInput when fewer than MIN_CALIB images can be used; a warning (returned, not
     raised) when fewer than n were available.
     """
-    from trainer.data import load_images
-
     if n < MIN_CALIB:
         raise BadInput(f"--calib {n}: at least {MIN_CALIB} calibration images are needed")
     chosen = select_balanced(train_items, n, seed)
     if len(chosen) < MIN_CALIB:
         raise BadInput(f"training split: only {len(chosen)} calibration images; at least {MIN_CALIB} are needed")
-    x, y, bad = load_images(chosen, spec.height, progress=progress, stain=spec.stain_norm) if chosen else (None, [], [])
+    x, y, bad = load_images(chosen, spec, progress=progress) if chosen else (None, [], [])
     used = 0 if x is None else len(x)
     if used < MIN_CALIB:
         why = f" ({len(bad)} unreadable)" if bad else ""

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
-from edge.bundle import FORMATS
-
-DEFAULT_FORMATS = "tflite-int8,onnx-fp32,onnx-qdq"
+from edge.formats import DEFAULT_FORMATS, FORMATS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=Path, help="training run folder (model.keras, split.json)")
     p.add_argument("--out", type=Path, required=True, help="bundle folder to write (replaced atomically)")
-    p.add_argument("--formats", default=DEFAULT_FORMATS,
-                   help=f"comma-separated, from: {', '.join(FORMATS)} (default {DEFAULT_FORMATS})")
+    p.add_argument("--formats", default=",".join(DEFAULT_FORMATS),
+                   help=f"comma-separated, from: {', '.join(FORMATS)} (default {','.join(DEFAULT_FORMATS)})")
     p.add_argument("--calib", type=int, default=300,
                    help="class-balanced calibration images from the training split (default 300; fewer warns)")
     p.add_argument("--data", type=Path, default=None,
@@ -31,8 +30,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
-
     from converter.convert import convert
 
     for noisy in ("tensorflow", "tf2onnx", "absl"):  # their INFO lines drown the table

@@ -1,4 +1,4 @@
-"""`convert`: RUN/model.keras -> a validated bundle directory (DESIGN.md's contract).
+"""`convert`: RUN/model.keras -> a validated bundle directory (the contract in docs/contracts.md).
 
 Order of work: check the run (model, split, labels) before anything heavy; build every
 format into a hidden temporary folder next to OUT; validate all of them on the test split;
@@ -11,39 +11,18 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
-
-from edge.bundle import FORMATS, LABELS, MANIFEST, InputSpec
+from converter import build
+from edge.bundle import MANIFEST
 from edge.errors import BadInput
-
-DEFAULT_FORMATS = ("tflite-int8", "onnx-fp32", "onnx-qdq")
-FILE_NAMES = {
-    "tflite-int8": "model_int8.tflite", "tflite-fp32": "model_fp32.tflite", "tflite-fp16": "model_fp16.tflite",
-    "tflite-edgetpu": "model_int8_edgetpu.tflite", "onnx-fp32": "model_fp32.onnx", "onnx-qdq": "model_qdq.onnx",
-}
-LAYER_REPORT_IMAGES = 16
+from edge.formats import DEFAULT_FORMATS, FORMATS
+from trainer.run import load_run
 
 
 class GateFailed(BadInput):
     """An int8 format lost more accuracy than --max-drop allows (exit 2)."""
-
-
-@dataclass
-class Run:
-    """A training run folder, checked: the model, its input rule and the data splits."""
-
-    path: Path
-    model: object
-    spec: InputSpec
-    arch: str
-    labels: list[str]
-    splits: dict
-    split_meta: dict
-    warnings: list[str] = field(default_factory=list)
 
 
 def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
@@ -54,70 +33,6 @@ def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
     if "tflite-edgetpu" in names and "tflite-int8" not in names:
         names.insert(0, "tflite-int8")  # the Edge TPU file is compiled from it, and validated through it
     return tuple(dict.fromkeys(names))
-
-
-def _detect_arch(run: Path, model) -> str:
-    import json
-
-    for name in ("report.json", "train_config.json"):
-        try:
-            arch = json.loads((run / name).read_text()).get("arch")
-        except (OSError, ValueError):
-            continue
-        if arch in ("mobilenetv2", "custom_cnn"):
-            return arch
-    names = " ".join(layer.name.lower() for layer in model.layers)
-    return "mobilenetv2" if "mobilenet" in names else "custom_cnn"
-
-
-def load_run(run_dir: Path, data: Path | None = None) -> Run:
-    """Check and load a RUN folder; BadInput naming the file for anything a user can fix."""
-    from trainer.evaluate import run_stain_norm
-    from trainer.split import read_split
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise BadInput(f"{run_dir}: run folder does not exist")
-    model_path = run_dir / "model.keras"
-    if not model_path.is_file():
-        raise BadInput(f"{model_path}: missing (is {run_dir} a finished training run?)")
-    if not (run_dir / "split.json").is_file():
-        raise BadInput(f"{run_dir / 'split.json'}: missing; the converter calibrates and validates on the run's own split")
-    info = read_split(run_dir, data=data)
-    import keras
-
-    try:
-        model = keras.models.load_model(model_path, compile=False)
-    except Exception as exc:  # noqa: BLE001 - any load failure is a bad file to the user
-        msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise BadInput(f"{model_path}: not a loadable Keras model ({msg})") from None
-    shape = tuple(model.input_shape)
-    if len(shape) != 4 or shape[3] != 3 or shape[1] is None or shape[2] is None:
-        raise BadInput(f"{model_path}: input shape {shape}, expected (None, H, W, 3)")
-    dtype = str(model.inputs[0].dtype)
-    if "uint8" not in dtype:
-        raise BadInput(f"{model_path}: input dtype {dtype}, expected uint8 (scaling belongs inside the model)")
-    labels = list(info.meta.get("labels", LABELS))
-    n_out = model.output_shape[-1]
-    if n_out != len(labels):
-        raise BadInput(f"{model_path}: model has {n_out} outputs but split.json lists {len(labels)} labels {labels}")
-    spec = InputSpec(height=int(shape[1]), width=int(shape[2]), stain_norm=run_stain_norm(run_dir))
-    return Run(run_dir, model, spec, _detect_arch(run_dir, model), labels, info.splits, info.meta)
-
-
-def load_split(run: Run, name: str, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Decoded images of one split with the bundle's own InputSpec (same preprocessing as the box)."""
-    from trainer.data import load_images
-
-    items = run.splits.get(name, [])
-    if not items:
-        raise BadInput(f"{run.path / 'split.json'}: the {name} split is empty")
-    x, y, bad = load_images(items, run.spec.height, progress=progress, stain=run.spec.stain_norm)
-    if bad:
-        run.warnings.append(f"{name} split: {len(bad)} unreadable images skipped (first: {bad[0][0]}: {bad[0][1]})")
-    if len(x) == 0:
-        raise BadInput(f"{run.path / 'split.json'}: no readable images in the {name} split")
-    return x, y
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
@@ -142,8 +57,6 @@ def convert(run_dir, out, formats=DEFAULT_FORMATS, calib: int = 300, data=None, 
     drops more than `max_drop` percentage points against the float model; in that case the
     table is printed and the rejected bundle is kept at OUT.rejected for inspection.
     """
-    from converter import build
-
     formats = parse_formats(formats)
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):

@@ -6,12 +6,13 @@ validation predictions are at most 1 % wrong, so `refer` catches the uncertain r
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from edge.bundle import FileEntry, InputSpec, Manifest, Quant, sha256_file
+from leukedge import __version__
 
 MAX_ACCEPTED_ERROR = 0.01
 
@@ -47,41 +48,8 @@ def file_entry(bundle: Path, path: Path, fmt: str, quant_in: Quant | None = None
                      input_quant=quant_in, output_quant=quant_out, **extra)
 
 
-def training_info(run: Path, split_meta: dict) -> dict:
-    """What the run says about how the model was trained (report.json, train_config.json, split.json)."""
-    info: dict = {}
-    for name in ("train_config.json", "report.json"):
-        path = run / name
-        if path.is_file():
-            try:
-                info[name] = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                info[name] = {}
-    cfg, rep = info.get("train_config.json", {}), info.get("report.json", {})
-
-    def pick(key, default=None):
-        return rep.get(key, cfg.get(key, default))
-
-    return {
-        "dataset_fingerprint": split_meta.get("fingerprint"),
-        "split_protocol": split_meta.get("protocol"),
-        "split_seed": split_meta.get("seed"),
-        "split_counts": split_meta.get("counts"),
-        "duplicates_removed": split_meta.get("duplicates_removed"),
-        "seed": pick("seed", split_meta.get("seed")),
-        "epochs": pick("epochs"),
-        "weights": pick("weights"),
-        "smote": pick("smote"),
-        "img_size": pick("img_size"),
-        "test_accuracy_float": rep.get("accuracy"),
-    }
-
-
-def versions() -> dict[str, str]:
-    import sys
-
-    from leukedge import __version__
-
+def converter_versions() -> dict[str, str]:
+    """The manifest's `versions`: the kit and the conversion libraries that were loaded."""
     out = {"leukedge": __version__}
     for name in ("tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx", "ai_edge_litert"):
         mod = sys.modules.get(name)
@@ -94,4 +62,4 @@ def versions() -> dict[str, str]:
 def build_manifest(name: str, arch: str, labels: list[str], spec: InputSpec, files: list[FileEntry],
                    metrics: dict, thresholds: dict, training: dict, warnings: list[str], **extra) -> Manifest:
     return Manifest(name=name, arch=arch, labels=labels, input=spec, files=files, metrics=metrics,
-                    thresholds=thresholds, training=training, versions=versions(), warnings=warnings, **extra)
+                    thresholds=thresholds, training=training, versions=converter_versions(), warnings=warnings, **extra)

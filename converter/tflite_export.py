@@ -1,6 +1,6 @@
 """Keras model -> TFLite flatbuffers (int8, fp16, fp32) for LiteRT on the CPU and the Edge TPU.
 
-The trained model takes uint8 (DESIGN.md) with its scaling as a layer inside. Converting
+The trained model takes uint8 (docs/contracts.md) with its scaling as a layer inside. Converting
 it as is leaves a leading CAST uint8->float that is neither int8 nor Edge TPU friendly,
 so we convert a batch-1 clone whose input is float32 (same layers, weights copied) and
 ask the converter for uint8 input/output: the first op becomes a QUANTIZE with the raw

@@ -3,7 +3,7 @@
 Each format runs through the edge box's own backends (LiteRT for TFLite, onnxruntime for
 ONNX), one frame at a time exactly as the agent feeds them, so the latency column is the
 agent's `invoke` and the accuracy column is what the box will do. The rows carry the keys
-of BUNDLE/validation.json (DESIGN.md).
+of BUNDLE/validation.json (docs/contracts.md).
 """
 
 from __future__ import annotations
@@ -15,13 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
+from edge.backends import open_backend
 from edge.bundle import LABELS
-
-BACKEND_FOR = {  # which edge backend runs a format on this CPU
-    "tflite-int8": "litert", "tflite-fp32": "litert", "tflite-fp16": "litert",
-    "onnx-fp32": "onnxruntime-cpu", "onnx-qdq": "onnxruntime-cpu",
-}
-INT8_FORMATS = ("tflite-int8", "onnx-qdq")
+from edge.formats import BACKEND_FOR, INT8_FORMATS
+from trainer.report import classification_report
 
 
 def predict_keras(model, x: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -32,8 +29,6 @@ def predict_keras(model, x: np.ndarray, batch: int = 32) -> np.ndarray:
 
 def run_format(path: Path, fmt: str, x: np.ndarray, warmup: int = 3) -> tuple[np.ndarray, float]:
     """(probs (N,C), median invoke ms) of one model file through the edge backend for `fmt`."""
-    from edge.backends import open_backend
-
     backend = open_backend(path, fmt, name=BACKEND_FOR[fmt], threads=None, allow_fallback=False)
     try:
         for i in range(min(warmup, len(x))):
@@ -50,8 +45,6 @@ def run_format(path: Path, fmt: str, x: np.ndarray, warmup: int = 3) -> tuple[np
 
 def summarize(y: np.ndarray, probs: np.ndarray, labels: Sequence[str] = LABELS) -> dict:
     """accuracy, per-class recall and precision, n (the manifest's per-format metrics)."""
-    from trainer.report import classification_report
-
     rep = classification_report(np.asarray(y), np.asarray(probs), list(labels))
     per = rep["per_class"]
     return {
@@ -63,7 +56,7 @@ def summarize(y: np.ndarray, probs: np.ndarray, labels: Sequence[str] = LABELS) 
 
 
 def row(fmt: str, path: Path, y, probs, ref_probs, latency_ms: float | None, labels=LABELS) -> dict:
-    """One validation.json entry (DESIGN.md keys) for a format's probabilities."""
+    """One validation.json entry (keys of docs/contracts.md) for a format's probabilities."""
     row = {"format": fmt, "path": path.name, "size_bytes": path.stat().st_size}
     if probs is None:
         return row | {"accuracy": None, "per_class_recall": None, "agreement": None,
@@ -75,7 +68,7 @@ def row(fmt: str, path: Path, y, probs, ref_probs, latency_ms: float | None, lab
                   "max_prob_diff": diff, "latency_ms_p50": latency_ms}
 
 
-def format_table(validation: dict, labels: Sequence[str] = LABELS) -> str:
+def validation_table(validation: dict, labels: Sequence[str] = LABELS) -> str:
     """The table as text: one line per format, accuracy drop against the reference."""
     ref = validation.get("float_accuracy")
     ref_name = validation.get("reference", "float Keras")

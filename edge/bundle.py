@@ -17,12 +17,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge.errors import BadFrame, BundleError
+from edge.formats import FORMATS
 
 LABELS: tuple[str, ...] = ("Benign", "Early", "Pre", "Pro")
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-FORMATS = ("tflite-int8", "tflite-fp32", "tflite-fp16", "tflite-edgetpu", "onnx-fp32", "onnx-qdq")
-Format = Literal["tflite-int8", "tflite-fp32", "tflite-fp16", "tflite-edgetpu", "onnx-fp32", "onnx-qdq"]
+Format = Literal[FORMATS]  # the names of edge.formats.TABLE
 
 
 class StainNorm(BaseModel):
@@ -134,7 +134,7 @@ def preprocess(frame: np.ndarray, spec: InputSpec | int = 224) -> np.ndarray:
     if rgb.shape[0] != spec.height or rgb.shape[1] != spec.width:
         rgb = cv2.resize(rgb, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
     if spec.stain_norm.method != "none":
-        from edge import stain
+        from edge import stain  # edge.stain imports StainNorm from here
 
         rgb = stain.normalize(rgb, spec.stain_norm)
     return np.ascontiguousarray(rgb)

@@ -81,7 +81,7 @@ def test_tflite_and_onnx_match_keras(tmp_path):
 
     from edge.backends import open_backend
     from trainer.data import load_images
-    from trainer.split import read_split
+    from trainer.run import read_split
 
     run = make_small_run(tmp_path)
     bundle = make_small_bundle(tmp_path, formats=ALL_FORMATS)

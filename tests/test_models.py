@@ -156,7 +156,7 @@ def test_bn_trap_validation_tracks_training_mobilenetv2(tmp_path):
     history = json.loads((run / "history.json").read_text())
     assert_tracks(history, report)
 
-    from trainer.split import read_split
+    from trainer.run import read_split
     from trainer.data import load_images
 
     x, y, _ = load_images(read_split(run).splits["test"], 32, progress=False)

@@ -11,7 +11,8 @@ import pytest
 from edge.bundle import LABELS
 from edge.errors import BadInput
 from trainer.data import BLOCK_SIZE, Item, number_key, remove_duplicates, scan, split_items
-from trainer.split import read_split, write_split
+from trainer.run import read_split
+from trainer.split import write_split
 
 from tests.test_data import PATTERNS, make_all_layout, write_images
 

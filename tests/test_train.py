@@ -137,7 +137,7 @@ def test_jax_backend_trains_a_model_tensorflow_loads(data, tmp_path):
     import keras
 
     from trainer.data import load_images
-    from trainer.split import read_split
+    from trainer.run import read_split
 
     assert keras.backend.backend() == "tensorflow"
     model = keras.saving.load_model(out / "model.keras")

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
-from edge.bundle import LABELS, InputSpec, StainNorm, preprocess, read_image, sha256_file
+from edge.bundle import LABELS, InputSpec, preprocess, read_image, sha256_file
 from edge.errors import BadFrame, BadInput
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
@@ -294,27 +295,28 @@ def _item_key(item: Item) -> tuple:
 
 def load_images(
     items: Sequence[Item],
-    size: int,
+    spec: InputSpec | int,
     progress: bool = True,
-    stain: StainNorm | None = None,
     workers: int | None = None,
     memory_budget: int = 8 << 30,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[Path, str]]]:
-    """Decode and preprocess images into memory: x uint8 (N, size, size, 3), y int64 label indices.
+    """Decode and preprocess images into memory: x uint8 (N, H, W, 3), y int64 label indices.
 
-    Uses edge.bundle.read_image + preprocess (the same crop/resize/stain-norm as the edge
-    box). Files that cannot be decoded are skipped and returned in `bad` as (path, reason);
-    x and y then hold only the good ones, in item order. Raises BadInput when the array
-    would exceed `memory_budget` bytes.
+    `spec` is the model's InputSpec (size and stain normalisation; an int means a square
+    size without normalisation). Uses edge.bundle.read_image + preprocess (the same
+    crop/resize/stain-norm as the edge box). Files that cannot be decoded are skipped and
+    returned in `bad` as (path, reason); x and y then hold only the good ones, in item
+    order. Raises BadInput when the array would exceed `memory_budget` bytes.
     """
-    need = len(items) * size * size * 3
+    if isinstance(spec, int):
+        spec = InputSpec(height=spec, width=spec)
+    need = len(items) * spec.height * spec.width * 3
     if need > memory_budget:
         raise BadInput(
-            f"{len(items)} images at {size} px need {need / 2**30:.1f} GiB in memory "
+            f"{len(items)} images at {spec.width}x{spec.height} px need {need / 2**30:.1f} GiB in memory "
             f"(budget {memory_budget / 2**30:.1f} GiB); use a smaller --img-size"
         )
-    spec = InputSpec(height=size, width=size, stain_norm=stain or StainNorm())
-    x = np.empty((len(items), size, size, 3), np.uint8)
+    x = np.empty((len(items), spec.height, spec.width, 3), np.uint8)
     y = np.array([LABELS.index(item.label) for item in items], np.int64)
 
     def decode(k: int) -> str | None:
@@ -325,8 +327,6 @@ def load_images(
             prefix = f"{items[k].path}: "
             return reason[len(prefix) :] if reason.startswith(prefix) else reason
         return None
-
-    from tqdm import tqdm
 
     workers = workers or min(8, (os.cpu_count() or 2) * 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:

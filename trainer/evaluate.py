@@ -10,55 +10,19 @@ says whether the model beats colour statistics on this folder too.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
-from edge.bundle import LABELS, StainNorm
+from edge.bundle import LABELS, InputSpec
 from edge.errors import BadInput
+from trainer.baseline import baseline_accuracy, compare
+from trainer.data import count_labels, load_images, scan
+from trainer.plots import plot_confusion
+from trainer.report import classification_report, format_table, versions, write_json
+from trainer.run import CONFIG_FILE, MODEL_FILE, load_run, read_split
 
 log = logging.getLogger(__name__)
-
-
-def load_run(run: Path) -> tuple[dict, dict]:
-    """(train_config, training report) of a run folder; BadInput if it is not one."""
-    run = Path(run)
-    if not run.is_dir():
-        raise BadInput(f"{run}: no such run folder")
-    if not (run / "model.keras").is_file():
-        raise BadInput(f"{run}: no model.keras (is it a finished `leukedge train` run?)")
-    try:
-        config = json.loads((run / "train_config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{run / 'train_config.json'}: missing or unreadable ({exc})") from None
-    report_path = run / "report.json"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    return config, report
-
-
-def stain_of(config: dict, where: Path | str = "train_config.json") -> StainNorm:
-    """The stain normalisation a run was trained with (train_config's `stain_norm`; method none if absent)."""
-    from pydantic import ValidationError
-
-    value = config.get("stain_norm") or {"method": "none"}
-    try:
-        return StainNorm.model_validate(value)
-    except ValidationError:
-        raise BadInput(f"{where}: stain_norm {str(value)[:80]!r} is not a fitted normalisation "
-                       "(expected an object with method and target)") from None
-
-
-def run_stain_norm(run: Path) -> StainNorm:
-    """`stain_of` for a RUN folder: what the converter, evaluate and robustness must all apply."""
-    path = Path(run) / "train_config.json"
-    if not path.is_file():
-        return StainNorm()
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{path}: unreadable ({exc})") from None
-    return stain_of(config, path)
 
 
 def evaluate_run(run: Path, data: Path, out: Path | None = None, train_data: Path | None = None,
@@ -67,28 +31,23 @@ def evaluate_run(run: Path, data: Path, out: Path | None = None, train_data: Pat
     """Score RUN/model.keras on every image under `data`; write and return the report."""
     start = time.perf_counter()
     run, data = Path(run), Path(data)
-    config, train_report = load_run(run)
-    from trainer.data import count_labels, load_images, scan
-
+    trained = load_run(run, split=False)
+    config, train_report, spec = trained.config, trained.report, trained.spec
+    if not config:
+        raise BadInput(f"{run / CONFIG_FILE}: missing (is {run} a finished `leukedge train` run?)")
+    size = config.get("img_size")
+    if size is not None and (spec.height, spec.width) != (int(size), int(size)):
+        raise BadInput(f"{run / MODEL_FILE}: input {(spec.height, spec.width, 3)} disagrees with train_config "
+                       f"img_size {size}")
     subset = subset or config.get("subset", "Original")
     found = scan(data, subset)
-    size, stain = int(config["img_size"]), stain_of(config)
-    x, y, bad = load_images(found.items, size, progress=progress, stain=stain)
+    x, y, bad = load_images(found.items, spec, progress=progress)
     if len(x) == 0:
         raise BadInput(f"{data}: no decodable images")
-    import keras
-
-    from trainer.baseline import baseline_accuracy, compare
-    from trainer.report import classification_report, format_table, versions, write_json
-
-    model = keras.saving.load_model(run / "model.keras", compile=False)
-    shape = tuple(model.inputs[0].shape[1:])
-    if shape != (size, size, 3):
-        raise BadInput(f"{run / 'model.keras'}: input {shape} disagrees with train_config img_size {size}")
-    probs = model.predict(x, batch_size=batch, verbose=1 if progress else 0)
+    probs = trained.model.predict(x, batch_size=batch, verbose=1 if progress else 0)
     report = classification_report(y, probs, LABELS)
     if baseline:
-        x_train, y_train = _training_split(run, train_data, size, stain, progress)
+        x_train, y_train = _training_split(run, train_data, spec, progress)
         compare(report, baseline_accuracy(x_train, y_train, x, y, int(config.get("seed", 0))))
     else:
         report.update(baseline_accuracy=None, beats_baseline=None)
@@ -97,12 +56,10 @@ def evaluate_run(run: Path, data: Path, out: Path | None = None, train_data: Pat
         split={"protocol": "folder", "seed": config.get("seed"), "counts": {"test": count_labels(good)},
                "duplicates_removed": 0, "test_source": str(data.absolute()), "skipped": len(found.skipped) + len(bad)},
         smote=config.get("smote"), weights=train_report.get("weights", config.get("weights_source")),
-        arch=config.get("arch"), img_size=size, epochs=config.get("epochs_run", config.get("epochs")),
-        stain_norm=stain.method, run=str(run.absolute()),
+        arch=config.get("arch"), img_size=spec.height, epochs=config.get("epochs_run", config.get("epochs")),
+        stain_norm=spec.stain_norm.method, run=str(run.absolute()),
         train_img_per_s=train_report.get("train_img_per_s"), versions=versions())
     out = Path(out) if out else run / f"eval_{data.absolute().name or 'data'}.json"
-    from trainer.plots import plot_confusion
-
     report["confusion_png"] = str(plot_confusion(report, out.with_suffix(".png"), title=f"{data.name}: "
                                                  f"accuracy {report['accuracy'] * 100:.2f} % (n={report['n']})"))
     report["wall_s"] = round(time.perf_counter() - start, 1)
@@ -114,14 +71,11 @@ def evaluate_run(run: Path, data: Path, out: Path | None = None, train_data: Pat
     return report
 
 
-def _training_split(run: Path, train_data: Path | None, size: int, stain, progress: bool):
-    from trainer.data import load_images
-    from trainer.split import read_split
-
+def _training_split(run: Path, train_data: Path | None, spec: InputSpec, progress: bool):
     try:
         info = read_split(run, data=train_data)
     except BadInput as exc:
         raise BadInput(f"{exc} (evaluate: --train-data DIR re-roots the training files for the colour "
                        "baseline; --no-baseline skips it)") from None
-    x, y, _ = load_images(info.splits["train"], size, progress=progress, stain=stain)
+    x, y, _ = load_images(info.splits["train"], spec, progress=progress)
     return x, y

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 from pathlib import Path
 
 import numpy as np
+
+from leukedge import __version__
 
 ECE_BINS = 15
 
@@ -92,10 +95,6 @@ def expected_calibration_error(y_true, probs, bins: int = ECE_BINS) -> float:
 
 def versions() -> dict[str, str]:
     """Versions of what produced a number (only packages already imported are asked)."""
-    import sys
-
-    from leukedge import __version__
-
     out = {"leukedge": __version__, "python": platform.python_version(), "numpy": np.__version__}
     for name in ("keras", "tensorflow", "jax", "sklearn"):
         mod = sys.modules.get(name)

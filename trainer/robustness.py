@@ -12,15 +12,21 @@ not shown that it needs more than colour.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
+from tqdm import tqdm
 
-from edge.bundle import LABELS, MANIFEST, InputSpec, StainNorm, preprocess
+from edge.backends import load_for_manifest
+from edge.bundle import LABELS, MANIFEST, InputSpec, StainNorm, load_manifest, preprocess
 from edge.errors import BadInput
-from trainer.evaluate import run_stain_norm
+from edge.stain import fit_stain_norm
+from trainer.baseline import color_features, fit_color_baseline
+from trainer.data import load_images, scan
+from trainer.run import MODEL_FILE, read_split, run_stain
 from trainer.shifts import LEVELS, SHIFTS, apply_to_batch
 
 log = logging.getLogger(__name__)
@@ -42,7 +48,7 @@ class Target(NamedTuple):
     close: Callable[[], None]
 
 
-class Data(NamedTuple):
+class ShiftImages(NamedTuple):
     x_test: np.ndarray  # uint8 (N,size,size,3), cropped and resized, NOT stain-normalised
     y_test: np.ndarray
     x_train: np.ndarray | None  # for the stain target and the colour baseline (RUN only)
@@ -57,15 +63,15 @@ def open_target(path: Path, backend: str = "auto") -> Target:
     path = Path(path)
     if (path / MANIFEST).is_file():
         return _open_bundle(path, backend)
-    if (path / "model.keras").is_file():
+    if (path / MODEL_FILE).is_file():
         return _open_run(path)
-    raise BadInput(f"{path}: neither a RUN (no model.keras) nor a BUNDLE (no {MANIFEST})")
+    raise BadInput(f"{path}: neither a RUN (no {MODEL_FILE}) nor a BUNDLE (no {MANIFEST})")
 
 
 def _open_run(run: Path) -> Target:
     import keras
 
-    model = keras.saving.load_model(run / "model.keras", compile=False)
+    model = keras.saving.load_model(run / MODEL_FILE, compile=False)
     size = int(model.input_shape[1])
 
     def predict(x: np.ndarray) -> np.ndarray:  # predict_on_batch: no per-call tf.data/progbar set-up
@@ -73,14 +79,11 @@ def _open_run(run: Path) -> Target:
 
     return Target(
         "run", run, predict, size,
-        run_stain_norm(run), "keras", lambda: None,
+        run_stain(run), "keras", lambda: None,
     )
 
 
 def _open_bundle(bundle: Path, backend: str) -> Target:
-    from edge.backends import load_for_manifest
-    from edge.bundle import load_manifest
-
     manifest = load_manifest(bundle)
     if manifest.labels != list(LABELS):
         raise BadInput(f"{bundle / MANIFEST}: labels {manifest.labels} differ from {list(LABELS)}")
@@ -98,15 +101,13 @@ def _open_bundle(bundle: Path, backend: str) -> Target:
 # --------------------------------------------------------------------------- images
 
 
-def load_data(target: Target, data: Path | None, images: str = "auto", progress: bool = True) -> Data:
+def load_data(target: Target, data: Path | None, images: str = "auto", progress: bool = True) -> ShiftImages:
     """The images to score, and (for a RUN) its training split for the stain target and baseline.
 
     images="split": the RUN's own test split (split.json), re-rooted at `data` if given.
     images="all": every image of the ALL-layout folder `data` (e.g. another lab's).
     images="auto": "split" for a RUN, "all" for a BUNDLE (a bundle carries no split).
     """
-    from trainer.data import load_images, scan
-
     if images not in IMAGES_CHOICES:
         raise BadInput(f"--images {images!r}: expected one of {', '.join(IMAGES_CHOICES)}")
     if images == "auto":
@@ -117,8 +118,6 @@ def load_data(target: Target, data: Path | None, images: str = "auto", progress:
         raise BadInput("--data DIR is needed to score every image of a folder")
     x_train = y_train = None
     if target.kind == "run":
-        from trainer.split import read_split
-
         split = read_split(target.path, data=data if images == "split" else None, check=images == "split")
         train = [i for i in split.splits["train"] if i.path.is_file()]
         if train:
@@ -139,18 +138,16 @@ def load_data(target: Target, data: Path | None, images: str = "auto", progress:
     if len(x) == 0:
         raise BadInput(f"{source['root']}: none of {len(items)} images could be decoded")
     source.update(n=int(len(x)), bad=len(bad), counts={lab: int((y == k).sum()) for k, lab in enumerate(LABELS)})
-    return Data(x, y, x_train, y_train, source)
+    return ShiftImages(x, y, x_train, y_train, source)
 
 
-def stain_norms(choice: str, target: Target, data: Data) -> dict[str, StainNorm]:
+def stain_norms(choice: str, target: Target, data: ShiftImages) -> dict[str, StainNorm]:
     """Variants to compare: always "none", plus the chosen method(s) with a target.
 
     The target comes from the model itself when it was trained/deployed with that method,
     otherwise it is fitted on the RUN's training split; for a bundle without one it is
     fitted on the scored images (labels unused) and the report says so.
     """
-    from edge.stain import fit_stain_norm
-
     if choice not in NORM_CHOICES:
         raise BadInput(f"--stain-norm {choice!r}: expected one of {', '.join(NORM_CHOICES)}")
     methods = {"none": [], "reinhard": ["reinhard"], "macenko": ["macenko"], "both": ["reinhard", "macenko"]}[choice]
@@ -179,12 +176,10 @@ def normalise(x: np.ndarray, norm: StainNorm) -> np.ndarray:
 # --------------------------------------------------------------------------- scoring
 
 
-def fit_baselines(data: Data, norms: dict[str, StainNorm], seed: int = 0) -> dict:
+def fit_baselines(data: ShiftImages, norms: dict[str, StainNorm], seed: int = 0) -> dict:
     """One colour baseline per stain variant, each fitted on the normalised training split."""
     if data.x_train is None:
         return {}
-    from trainer.baseline import fit_color_baseline
-
     return {name: fit_color_baseline(normalise(data.x_train, n), data.y_train, seed=seed) for name, n in norms.items()}
 
 
@@ -192,12 +187,8 @@ def accuracy(y: np.ndarray, pred: np.ndarray) -> float:
     return round(float(np.mean(y == pred)), 4)
 
 
-def score(target: Target, data: Data, norms: dict[str, StainNorm], baselines: dict, progress: bool = True) -> dict:
+def score_shifts(target: Target, data: ShiftImages, norms: dict[str, StainNorm], baselines: dict, progress: bool = True) -> dict:
     """robustness.json's body: accuracy per shift and strength, per stain variant, model and baseline."""
-    from tqdm import tqdm
-
-    from trainer.baseline import color_features
-
     conditions = [("clean", 0)] + [(name, level) for name in SHIFTS for level in LEVELS]
     rows = {cond: {"model": {}, "baseline": {}} for cond in conditions}
     features = {variant: [] for variant in baselines}
@@ -245,7 +236,8 @@ def summarise(clean: dict, rows: dict, norms: dict, baselines: dict) -> dict:
 # --------------------------------------------------------------------------- output
 
 
-def format_table(report: dict) -> str:
+def shift_table(report: dict) -> str:
+    """robustness.json as text: one line per shift and strength, then the per-variant summary."""
     variants = list(report["norms"])
     base_variants = [v for v in variants if v in report["clean"]["baseline"]]
     head = f"{'shift':<11}{'lvl':>4}{'value':>8}" + "".join(f"{'model/' + v:>16}" for v in variants)
@@ -315,8 +307,6 @@ def robustness_report(path: Path, data: Path | None = None, out: Path | None = N
 
     `out` is the JSON file (default: PATH/robustness.json); the plot goes next to it.
     """
-    import json
-
     if images not in IMAGES_CHOICES:
         raise BadInput(f"--images {images!r}: expected one of {', '.join(IMAGES_CHOICES)}")
     if images == "all" and data is None:  # checked before the (slow) model load
@@ -328,7 +318,7 @@ def robustness_report(path: Path, data: Path | None = None, out: Path | None = N
         loaded = load_data(target, data, images, progress)
         norms = stain_norms(stain_norm, target, loaded)
         baselines = fit_baselines(loaded, norms)
-        body = score(target, loaded, norms, baselines, progress)
+        body = score_shifts(target, loaded, norms, baselines, progress)
     finally:
         target.close()
     out = Path(out) if out is not None else Path(path) / "robustness.json"

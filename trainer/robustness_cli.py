@@ -26,14 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.robustness import format_table, robustness_report
+    from trainer.robustness import robustness_report, shift_table
 
     report = robustness_report(args.target, data=args.data, out=args.out, stain_norm=args.stain_norm,
                                images=args.images, backend=args.backend, progress=not args.no_progress)
     d = report["data"]
     print(f"{report['target']['kind']} {report['target']['path']} ({report['target']['runtime']}), "
           f"trained with stain norm: {report['trained_with']}; scored {d['n']} images ({d['images']}, {d['root']})")
-    print(format_table(report))
+    print(shift_table(report))
     out = args.out or args.target / "robustness.json"
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0

@@ -1,7 +1,8 @@
 """RUN/split.json: the exact file lists of a run, so evaluation and conversion reuse them.
 
 Paths are stored relative to the data root (and to the external test root, when there is
-one), so a run can be re-rooted at another copy of the data with `read_split(run, data=DIR)`.
+one), so a run can be re-rooted at another copy of the data with
+`trainer.run.read_split(run, data=DIR)` (the reader lives with the rest of the run folder).
 """
 
 from __future__ import annotations
@@ -10,21 +11,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, Sequence
 
 from edge.bundle import LABELS
-from edge.errors import BadInput
 from trainer.data import SPLITS, Item, count_labels, hash_files
-
-SPLIT_FILE = "split.json"
-SCHEMA = 1
-
-
-class SplitInfo(NamedTuple):
-    """Items per split (keys train, val, test) and the rest of split.json as `meta`."""
-
-    splits: dict[str, list[Item]]
-    meta: dict[str, Any]
+from trainer.run import SPLIT_FILE, SPLIT_SCHEMA
 
 
 def _rel(path: Path | str, root: Path) -> str:
@@ -69,7 +60,7 @@ def write_split(run_dir: Path, splits: Mapping[str, Sequence[Item]], meta: Mappi
         return [{"path": _rel(i.path, root), "label": i.label} for i in splits.get(name, ())]
 
     record: dict[str, Any] = {
-        "schema": SCHEMA,
+        "schema": SPLIT_SCHEMA,
         "labels": list(LABELS),
         "protocol": meta.get("protocol", "image"),
         "seed": int(meta.get("seed", 0)),
@@ -96,51 +87,3 @@ def write_split(run_dir: Path, splits: Mapping[str, Sequence[Item]], meta: Mappi
 
 def _path(x: Item | Path | str) -> Path:
     return x.path if isinstance(x, Item) else Path(x)
-
-
-def read_split(run_dir: Path, data: Path | None = None, test_data: Path | None = None, check: bool = True) -> SplitInfo:
-    """Read RUN/split.json (or the file itself) back into Items.
-
-    `data` re-roots train/val (and test, unless it was an external folder); `test_data`
-    re-roots an external test set. With `check`, a missing listed file is a BadInput that
-    says how many are missing and which root to fix (one stat per file: cheap).
-    """
-    run_dir = Path(run_dir)
-    path = run_dir if run_dir.suffix == ".json" else run_dir / SPLIT_FILE
-    if not path.is_file():
-        raise BadInput(f"{path}: no split file (is {run_dir} a training run folder?)")
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{path}: not a readable split file ({exc})") from None
-    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
-        raise BadInput(f"{path}: schema {record.get('schema') if isinstance(record, dict) else None!r}, expected {SCHEMA}")
-    if record.get("labels") != list(LABELS):
-        raise BadInput(f"{path}: labels {record.get('labels')} differ from this kit's {list(LABELS)}")
-    splits: dict[str, list[Item]] = {}
-    try:
-        data_root = Path(data) if data is not None else Path(record["data_root"])
-        external = record.get("test_root") is not None
-        test_root = (Path(test_data) if test_data is not None else Path(record["test_root"])) if external else data_root
-        for name in SPLITS:
-            root = test_root if name == "test" else data_root
-            rows = record["splits"].get(name, [])
-            splits[name] = [Item(root / row["path"], row["label"]) for row in rows]
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise BadInput(f"{path}: malformed file list ({exc!r})") from None
-    for name, items in splits.items():
-        for item in items:
-            if item.label not in LABELS:
-                raise BadInput(f"{path}: {name} entry {item.path} has unknown label {item.label!r}")
-    if check:
-        for name in SPLITS:
-            missing = [i.path for i in splits[name] if not i.path.is_file()]
-            if missing:
-                flag = "--test-data" if (name == "test" and external) else "--data"
-                root = test_root if name == "test" else data_root
-                raise BadInput(
-                    f"{missing[0]}: {len(missing)} of {len(splits[name])} {name} files listed in {path} "
-                    f"are missing under {root}; point {flag} at the data set the run was trained on"
-                )
-    meta = {k: v for k, v in record.items() if k != "splits"}
-    return SplitInfo(splits, meta)

@@ -29,8 +29,17 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import LABELS
+from edge.bundle import LABELS, InputSpec, StainNorm
 from edge.errors import BadInput
+from edge.stain import fit_stain_norm
+from trainer.augment import smote_balance
+from trainer.baseline import baseline_accuracy, compare
+from trainer.data import load_images, remove_duplicates, scan, split_items
+from trainer.models import ARCHS, bn_layers, build, freeze_base, unfreeze_upper_base
+from trainer.plots import plot_confusion, plot_history
+from trainer.report import classification_report, versions, write_json
+from trainer.run import CONFIG_FILE, HISTORY_FILE, MODEL_FILE, REPORT_FILE, SPLIT_FILE
+from trainer.split import write_split
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +77,7 @@ class TrainConfig:
 
 
 @dataclass
-class Data:
+class TrainingData:
     splits: dict
     x: dict  # split name -> uint8 images
     y: dict  # split name -> int labels
@@ -80,11 +89,8 @@ def default_epochs(pretrained: bool) -> int:
     return 30 if pretrained else 60
 
 
-def prepare_data(cfg: TrainConfig, run: Path) -> Data:
+def prepare_data(cfg: TrainConfig, run: Path) -> TrainingData:
     """Scan, de-duplicate, split, write split.json, fit the stain target, decode all splits."""
-    from trainer.data import load_images, remove_duplicates, scan, split_items
-    from trainer.split import write_split
-
     data_root = Path(cfg.data)
     found = scan(data_root, cfg.subset)
     if not found.items:
@@ -105,15 +111,14 @@ def prepare_data(cfg: TrainConfig, run: Path) -> Data:
     progress = cfg.verbose > 0
     stain = None
     if cfg.stain_norm != "none":
-        from edge.stain import fit_stain_norm
-
         rng = np.random.default_rng(cfg.seed)
         pick = rng.choice(len(splits["train"]), min(256, len(splits["train"])), replace=False)
         sample, _, _ = load_images([splits["train"][i] for i in sorted(pick)], cfg.img_size, progress=False)
         stain = fit_stain_norm(cfg.stain_norm, sample)
+    spec = InputSpec(height=cfg.img_size, width=cfg.img_size, stain_norm=stain or StainNorm())
     x, y, bad = {}, {}, []
     for name in ("train", "val", "test"):
-        x[name], y[name], b = load_images(splits[name], cfg.img_size, progress=progress, stain=stain)
+        x[name], y[name], b = load_images(splits[name], spec, progress=progress)
         bad += b
         if len(x[name]) == 0:
             raise BadInput(f"{data_root}: no decodable images in the {name} split")
@@ -121,9 +126,9 @@ def prepare_data(cfg: TrainConfig, run: Path) -> Data:
             "ratios": list(cfg.ratios), "subset": cfg.subset, "duplicates": dups + test_dups,
             "skipped": skipped + bad}
     write_split(run, splits, meta)
-    split_meta = json.loads((run / "split.json").read_text())
+    split_meta = json.loads((run / SPLIT_FILE).read_text())
     split_meta.pop("splits")
-    return Data(splits, x, y, split_meta, stain)
+    return TrainingData(splits, x, y, split_meta, stain)
 
 
 def recalibrate_bn(model, x: np.ndarray, batch_size: int) -> int:
@@ -134,8 +139,6 @@ def recalibrate_bn(model, x: np.ndarray, batch_size: int) -> int:
     momentum k/(k+1) for batch k the result is the plain mean over all batches.
     Returns the number of batches used.
     """
-    from trainer.models import bn_layers
-
     layers = [layer for layer in bn_layers(model) if layer.trainable]
     if not layers or len(x) == 0:
         return 0
@@ -235,11 +238,9 @@ def _strategy():
     return None
 
 
-def fit(cfg: TrainConfig, data: Data, run: Path):
+def fit(cfg: TrainConfig, data: TrainingData, run: Path):
     """Build and train; returns (model, weights_source, history dict, train img/s, epochs run)."""
-    from trainer.augment import smote_balance
-    from trainer.models import build, freeze_base, unfreeze_upper_base
-    from trainer.pipeline import TrainBatches
+    from trainer.pipeline import TrainBatches  # imports keras
 
     x_train, y_train = data.x["train"], data.y["train"]
     if cfg.smote:
@@ -299,8 +300,8 @@ def train(cfg: TrainConfig) -> dict:
     """Run the whole flow; returns report.json's content."""
     start = time.perf_counter()
     run = Path(cfg.out)
-    if cfg.arch not in ("mobilenetv2", "custom_cnn"):
-        raise BadInput(f"--arch {cfg.arch!r}: unknown architecture (choose mobilenetv2 or custom_cnn)")
+    if cfg.arch not in ARCHS:
+        raise BadInput(f"--arch {cfg.arch!r}: unknown architecture (choose from {', '.join(ARCHS)})")
     if not Path(cfg.data).is_dir():
         raise BadInput(f"--data {cfg.data}: not a folder")
     if cfg.weights not in ("auto", "imagenet", "none") and not Path(cfg.weights).is_file():
@@ -316,14 +317,14 @@ def train(cfg: TrainConfig) -> dict:
     data = prepare_data(cfg, run)
     config = asdict(cfg)
     config["stain_norm"] = data.stain.model_dump(mode="json") if data.stain else {"method": "none", "target": {}}
-    (run / "train_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (run / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
     model, source, history, img_per_s, epochs_run = fit(cfg, data, run)
-    model.save(run / "model.keras")
+    model.save(run / MODEL_FILE)
     config.update(weights_source=source, epochs_run=epochs_run)
-    (run / "train_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (run / "history.json").write_text(json.dumps(history, indent=1) + "\n")
-    report = score(model, data.x["test"], data.y["test"], cfg.batch, data.x["train"], data.y["train"], cfg.seed)
+    (run / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    (run / HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n")
+    report = score_test(model, data.x["test"], data.y["test"], cfg.batch, data.x["train"], data.y["train"], cfg.seed)
     m = data.split_meta
     report.update(
         split={"protocol": m["protocol"], "seed": m["seed"], "counts": m["counts"],
@@ -333,22 +334,16 @@ def train(cfg: TrainConfig) -> dict:
         alpha=cfg.alpha if cfg.arch == "mobilenetv2" else None,
         width=cfg.width if cfg.arch == "custom_cnn" else None, epochs=epochs_run,
         best_epoch=history["best_epoch"], stain_norm=cfg.stain_norm, train_img_per_s=round(img_per_s, 1))
-    from trainer.plots import plot_confusion, plot_history
-    from trainer.report import versions, write_json
-
     report["curves_png"] = str(plot_history(history, run / "training_curves.png"))
     report["confusion_png"] = str(plot_confusion(report, run / "confusion_matrix.png"))
     report["versions"] = versions()
     report["wall_s"] = round(time.perf_counter() - start, 1)
-    write_json(run / "report.json", report)
+    write_json(run / REPORT_FILE, report)
     return report
 
 
-def score(model, x_test, y_test, batch, x_train, y_train, seed) -> dict:
+def score_test(model, x_test, y_test, batch, x_train, y_train, seed) -> dict:
     """Model report on (x_test, y_test) plus the colour baseline fitted on (x_train, y_train)."""
-    from trainer.baseline import baseline_accuracy, compare
-    from trainer.report import classification_report
-
     probs = model.predict(x_test, batch_size=batch, verbose=0)
     report = classification_report(y_test, probs, LABELS)
     return compare(report, baseline_accuracy(x_train, y_train, x_test, y_test, seed))

@@ -1,65 +1,82 @@
-"""`leukedge train`: train MobileNetV2 or the custom CNN on an ALL-layout folder (see docs/trainer.md)."""
+"""`leukedge train`: train MobileNetV2 or the custom CNN on an ALL-layout folder (see docs/trainer.md).
+
+Every option's default lives in `TrainConfig` only: flags default to None, the ones not
+given are dropped, and the help text prints the dataclass's values.
+"""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 
-from edge.errors import BadInput
+from trainer.models import ARCHS
+from trainer.report import format_table
+from trainer.train import TrainConfig, train
+
+DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+
+
+def _d(name: str) -> str:
+    """`default X` for a help text, X read from TrainConfig."""
+    value = DEFAULTS[name]
+    return f"default {'on' if value is True else 'off' if value is False else value}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True,
                         help="ALL-layout folder (Original/<Class>/...) or any folder of class folders")
-    parser.add_argument("--arch", default="mobilenetv2", help="mobilenetv2 (default) or custom_cnn")
+    parser.add_argument("--arch", help=f"{' or '.join(ARCHS)} ({_d('arch')})")
     parser.add_argument("--out", type=Path, required=True, help="run folder to write (model.keras, report.json, ...)")
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--epochs", type=int,
                         help="total epochs (default: 30 for pretrained MobileNetV2 = 5 head + 25 fine-tune, "
                              "60 from scratch); early stopping may end sooner")
-    parser.add_argument("--img-size", type=int, default=224, help="model input size in px (default 224)")
-    parser.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
-    parser.add_argument("--lr", type=float, default=1e-3,
-                        help="peak learning rate (default 1e-3; pretrained fine-tuning uses a tenth of it)")
-    parser.add_argument("--weights", default="auto",
-                        help="auto (ImageNet if available, else random; default), imagenet, none, or PATH to a "
-                             "no-top MobileNetV2 .h5")
-    parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier (default 1.0)")
-    parser.add_argument("--width", type=float, default=1.0,
-                        help="custom CNN filter multiplier (default 1.0 = 32-64-128-256)")
-    parser.add_argument("--dropout", type=float, default=0.2, help="dropout before the classifier (default 0.2)")
-    parser.add_argument("--smote", action=argparse.BooleanOptionalAction, default=True,
-                        help="balance the training split with SMOTE (default on; see docs/data.md)")
-    parser.add_argument("--split", default="image", choices=("image", "block"),
-                        help="split protocol: image (stratified) or block (runs of 20 files kept together)")
-    parser.add_argument("--test-data", type=Path, default=None,
+    parser.add_argument("--img-size", type=int, help=f"model input size in px ({_d('img_size')})")
+    parser.add_argument("--batch", type=int, help=f"batch size ({_d('batch')})")
+    parser.add_argument("--lr", type=float,
+                        help=f"peak learning rate ({_d('lr')}; pretrained fine-tuning uses a tenth of it)")
+    parser.add_argument("--weights",
+                        help=f"auto (ImageNet if available, else random), imagenet, none, or PATH to a "
+                             f"no-top MobileNetV2 .h5 ({_d('weights')})")
+    parser.add_argument("--alpha", type=float, help=f"MobileNetV2 width multiplier ({_d('alpha')})")
+    parser.add_argument("--width", type=float,
+                        help=f"custom CNN filter multiplier ({_d('width')}; 1.0 = 32-64-128-256)")
+    parser.add_argument("--dropout", type=float, help=f"dropout before the classifier ({_d('dropout')})")
+    parser.add_argument("--smote", action=argparse.BooleanOptionalAction,
+                        help=f"balance the training split with SMOTE ({_d('smote')}; see docs/data.md)")
+    parser.add_argument("--split", choices=("image", "block"),
+                        help=f"split protocol: image (stratified) or block (runs of 20 files kept together; "
+                             f"{_d('split')})")
+    parser.add_argument("--test-data", type=Path,
                         help="external test folder; --data is then split into train/val only")
-    parser.add_argument("--seed", type=int, default=0, help="seed for split, SMOTE, augmentation, weights")
-    parser.add_argument("--subset", default="Original", help="Original (default) or Segmented")
-    parser.add_argument("--stain-norm", default="none", choices=("none", "reinhard", "macenko"),
-                        help="colour normalisation fitted on the training split (default none)")
-    parser.add_argument("--patience", type=int, default=10,
-                        help="stop after this many epochs without a better validation score (default 10)")
-    parser.add_argument("--bn-recal-images", type=int, default=512,
-                        help="training images used to recompute batch-norm statistics before each validation")
-    parser.add_argument("--mixed-precision", action="store_true", help="train in mixed bfloat16 (GPUs)")
-    parser.add_argument("--workers", type=int, default=2, help="augmentation threads (default 2)")
+    parser.add_argument("--seed", type=int, help=f"seed for split, SMOTE, augmentation, weights ({_d('seed')})")
+    parser.add_argument("--subset", help=f"Original or Segmented ({_d('subset')})")
+    parser.add_argument("--stain-norm", choices=("none", "reinhard", "macenko"),
+                        help=f"colour normalisation fitted on the training split ({_d('stain_norm')})")
+    parser.add_argument("--patience", type=int,
+                        help=f"stop after this many epochs without a better validation score ({_d('patience')})")
+    parser.add_argument("--bn-recal-images", type=int,
+                        help=f"training images used to recompute batch-norm statistics before each validation "
+                             f"({_d('bn_recal_images')})")
+    parser.add_argument("--mixed-precision", action="store_true", default=None,
+                        help="train in mixed bfloat16 (GPUs)")
+    parser.add_argument("--workers", type=int, help=f"augmentation threads ({_d('workers')})")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.arch not in ("mobilenetv2", "custom_cnn"):
-        raise BadInput(f"--arch {args.arch!r}: unknown architecture (choose mobilenetv2 or custom_cnn)")
-    from trainer.report import format_table
-    from trainer.train import TrainConfig, train
+def config_from(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from the flags that were given; the rest keep the dataclass defaults."""
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    given.update(data=str(args.data), out=str(args.out))
+    if args.test_data is not None:
+        given["test_data"] = str(args.test_data)
+    if args.quiet:
+        given["verbose"] = 0
+    return TrainConfig(**given)
 
-    cfg = TrainConfig(
-        data=str(args.data), out=str(args.out), arch=args.arch, epochs=args.epochs, img_size=args.img_size,
-        batch=args.batch, lr=args.lr, weights=args.weights, alpha=args.alpha, width=args.width, dropout=args.dropout,
-        smote=args.smote, split=args.split, test_data=str(args.test_data) if args.test_data else None,
-        seed=args.seed, subset=args.subset, stain_norm=args.stain_norm, patience=args.patience,
-        bn_recal_images=args.bn_recal_images, mixed_precision=args.mixed_precision, workers=args.workers,
-        verbose=0 if args.quiet else 1)
-    report = train(cfg)
+
+def run(args: argparse.Namespace) -> int:
+    report = train(config_from(args))
     print(format_table(report))
     print(f"run folder: {args.out} (model.keras, report.json, split.json, history.json, train_config.json)")
     return 0

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from edge.backends.base import Backend, BackendUnavailable
+from edge.bundle import verify_file
 from edge.errors import BundleError
+from edge.formats import run_by
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +32,13 @@ class Candidate(NamedTuple):
     accelerator: bool
 
 
-_TFLITE = ("tflite-int8", "tflite-fp16", "tflite-fp32")
-CANDIDATES = (  # the `auto` order
-    Candidate("edgetpu", "edgetpu", None, ("tflite-edgetpu",), True),
-    Candidate("onnxruntime-trt", "onnx", "trt", ("onnx-qdq", "onnx-fp32"), True),
-    Candidate("onnxruntime-cuda", "onnx", "cuda", ("onnx-fp32", "onnx-qdq"), True),
-    Candidate("litert", "litert", None, _TFLITE, False),
-    Candidate("tflite-runtime", "tflite_runtime", None, _TFLITE, False),
-    Candidate("onnxruntime-cpu", "onnx", "cpu", ("onnx-qdq", "onnx-fp32"), False),
+CANDIDATES = (  # the `auto` order; the files each runs come from edge.formats
+    Candidate("edgetpu", "edgetpu", None, run_by("edgetpu"), True),
+    Candidate("onnxruntime-trt", "onnx", "trt", run_by("onnx", first="onnx-qdq"), True),
+    Candidate("onnxruntime-cuda", "onnx", "cuda", run_by("onnx"), True),
+    Candidate("litert", "litert", None, run_by("tflite"), False),
+    Candidate("tflite-runtime", "tflite_runtime", None, run_by("tflite"), False),
+    Candidate("onnxruntime-cpu", "onnx", "cpu", run_by("onnx", first="onnx-qdq"), False),
 )
 ALIASES = {
     "litert-cpu": ("litert",),
@@ -115,8 +116,6 @@ def load_for_manifest(
     device: str | None = None,
 ):
     """(Backend, FileEntry) for a loaded Manifest: the file verified, its shape and labels checked."""
-    from edge.bundle import verify_file
-
     bundle_dir = Path(bundle_dir)
     entries = {e.format: e for e in manifest.files}
     files = {fmt: bundle_dir / e.path for fmt, e in entries.items()}

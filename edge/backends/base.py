@@ -1,6 +1,6 @@
 """What every inference backend provides, and the int8 <-> float helpers they share.
 
-A backend takes one preprocessed frame (HxWx3 uint8 RGB, DESIGN.md's model input)
+A backend takes one preprocessed frame (HxWx3 uint8 RGB, the model input of docs/contracts.md)
 and returns float32 probabilities, whatever the model file's own tensor types are.
 """
 

@@ -15,7 +15,6 @@ from edge.backends.base import BackendUnavailable
 from edge.backends.tflite_common import TFLiteBackend
 
 NAME = "litert+edgetpu"
-FORMATS = ("tflite-edgetpu",)
 LIBRARY = "libedgetpu.so.1"
 log = logging.getLogger(__name__)
 
@@ -40,10 +39,6 @@ def probe(device: str | None = None):
     except (ImportError, OSError, ValueError, RuntimeError) as exc:
         log.debug("no Edge TPU: %s", exc)
         return None
-
-
-def available(device: str | None = None) -> bool:
-    return probe(device) is not None
 
 
 def open_model(model_path: Path, threads: int | None = None, device: str | None = None) -> TFLiteBackend:

@@ -13,7 +13,6 @@ import numpy as np
 
 from edge.backends.base import Backend, BackendUnavailable, check_image_input
 
-FORMATS = ("onnx-qdq", "onnx-fp32")
 PROVIDERS = {
     "trt": "TensorrtExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -31,10 +30,6 @@ def present_providers() -> list[str]:
         return []
     have = set(ort.get_available_providers())
     return [short for short, full in PROVIDERS.items() if full in have]
-
-
-def available(provider: str = "cpu") -> bool:
-    return provider in present_providers()
 
 
 class OnnxBackend(Backend):

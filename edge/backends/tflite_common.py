@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 
 from edge.backends.base import Backend, BackendUnavailable, check_image_input, dequantize_output, quantize_input
-
-TFLITE_FORMATS = ("tflite-int8", "tflite-fp16", "tflite-fp32")
-
-
-def package_present(module: str) -> bool:
-    """True when `module` (e.g. "ai_edge_litert.interpreter") can be imported, without importing it."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def open_interpreter(module: str, pip_name: str, name: str, model_path: Path, threads: int | None) -> "TFLiteBackend":

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.backends.tflite_common import TFLITE_FORMATS, TFLiteBackend, open_interpreter, package_present
+from edge.backends.tflite_common import TFLiteBackend, open_interpreter
 
 NAME = "tflite-runtime"
-FORMATS = TFLITE_FORMATS
 MODULE = "tflite_runtime.interpreter"
-
-
-def available() -> bool:
-    return package_present(MODULE)
 
 
 def open_model(model_path: Path, threads: int | None = None, device: str | None = None) -> TFLiteBackend:
