@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from converter.convert import convert
 from edge.formats import DEFAULT_FORMATS, FORMATS
 
 
@@ -30,8 +31,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from converter.convert import convert
-
     for noisy in ("tensorflow", "tf2onnx", "absl"):  # their INFO lines drown the table
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

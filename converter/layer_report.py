@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from converter.tflite_export import quant_debugger
+
 
 def layer_errors(clone, calib: np.ndarray, images: np.ndarray) -> list[dict]:
     """Per-layer error rows for the int8 conversion of `clone` (calibrated on `calib`), measured on `images`."""
-    from converter.tflite_export import quant_debugger
-
     with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the SavedModel signature it exports
         debugger = quant_debugger(clone, calib, images)
         debugger.run()

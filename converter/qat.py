@@ -24,6 +24,9 @@ from typing import Callable
 
 import numpy as np
 
+from trainer.augment import augment_batch
+from trainer.models import walk_layers
+
 QUANT_LAYERS = ("Conv2D", "DepthwiseConv2D", "Dense")
 
 
@@ -37,8 +40,6 @@ def fake_quant_per_channel(w: np.ndarray, kind: str) -> np.ndarray:
 
 
 def _kernels(model) -> list[tuple[object, str]]:
-    from trainer.models import walk_layers
-
     return [(layer.kernel, type(layer).__name__) for layer in walk_layers(model)
             if type(layer).__name__ in QUANT_LAYERS and getattr(layer, "kernel", None) is not None]
 
@@ -49,9 +50,6 @@ def finetune(model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
     """A fine-tuned copy of `model` (the original is untouched) and a description of the run."""
     import keras
     import tensorflow as tf
-
-    from trainer.augment import augment_batch
-    from trainer.models import walk_layers
 
     keras.utils.set_random_seed(seed)
     tuned = keras.models.clone_model(model)

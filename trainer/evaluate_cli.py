@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from trainer.evaluate import evaluate_run
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", type=Path, help="run folder written by `leukedge train` (has model.keras)")
@@ -22,8 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.evaluate import evaluate_run
-
     evaluate_run(args.run, args.data, out=args.out, train_data=args.train_data, subset=args.subset,
                  baseline=args.baseline, batch=args.batch, progress=not args.quiet)
     return 0

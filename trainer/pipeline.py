@@ -25,6 +25,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import keras
 import numpy as np
 
+from trainer.augment import augment_batch
+
 
 class TrainBatches(keras.utils.PyDataset):
     """Shuffled batches of (uint8 images, int32 labels), augmented when `augment` is true."""
@@ -65,8 +67,6 @@ class TrainBatches(keras.utils.PyDataset):
         idx = np.sort(order[index * self.batch_size:(index + 1) * self.batch_size])
         xb, yb = self.x[idx], self.y[idx]
         if self.augment:
-            from trainer.augment import augment_batch
-
             xb = augment_batch(xb, np.random.default_rng([self.seed, epoch, index]))
         return xb, yb
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 
 def _pyplot():
     import matplotlib
@@ -43,8 +45,6 @@ def plot_history(history: dict, path: Path) -> Path:
 
 def plot_confusion(report: dict, path: Path, title: str | None = None) -> Path:
     """Confusion matrix (rows true, columns predicted) with counts, from a classification report."""
-    import numpy as np
-
     plt = _pyplot()
     cm = np.asarray(report["confusion_matrix"])
     labels = report["labels"]

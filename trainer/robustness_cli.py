@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from trainer.robustness import robustness_report, shift_table
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", type=Path, metavar="RUN|BUNDLE",
@@ -26,8 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.robustness import robustness_report, shift_table
-
     report = robustness_report(args.target, data=args.data, out=args.out, stain_norm=args.stain_norm,
                                images=args.images, backend=args.backend, progress=not args.no_progress)
     d = report["data"]

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from edge.bundle import LABELS
 from edge.errors import BadInput
@@ -175,6 +176,4 @@ def generate_dataset(out: Path, per_class: int, size: int = 224, seed: int = 0,
 
 
 def _progress(total: int, enabled: bool, desc: str):
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False)
