@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.bundle import LABELS, preprocess, read_image
+from edge.bundle import LABELS, InputSpec, preprocess, read_image
 from edge.errors import BadInput
 from trainer.data import Item, canonical_label, load_images, number_key, remove_duplicates, scan
 
@@ -222,6 +222,16 @@ def test_load_images_matches_the_shared_preprocess_and_skips_bad_files(tmp_path)
     assert y.dtype == np.int64 and y.tolist() == [LABELS.index(i.label) for i in good]
     for k in (0, 5, 11):
         np.testing.assert_array_equal(x[k], preprocess(read_image(good[k].path), 32))
+
+
+def test_load_images_keeps_a_non_square_input_spec(tmp_path):
+    """The converter passes the model's InputSpec: a 48x32 model must get 48-wide images, not 32x32."""
+    make_all_layout(tmp_path, per_class=1)
+    items = scan(tmp_path).items
+    spec = InputSpec(height=32, width=48)
+    x, _, bad = load_images(items, spec, progress=False)
+    assert not bad and x.shape == (len(items), 32, 48, 3)
+    np.testing.assert_array_equal(x[0], preprocess(read_image(items[0].path), spec))
 
 
 def test_load_images_refuses_more_than_the_memory_budget(tmp_path):
