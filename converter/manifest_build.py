@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge import __version__
 from edge.bundle import FileEntry, InputSpec, Manifest, Quant, sha256_file
-from leukedge import __version__
 
 MAX_ACCEPTED_ERROR = 0.01
 

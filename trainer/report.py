@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leukedge import __version__
+from edge import __version__
 
 ECE_BINS = 15
 
