@@ -14,9 +14,10 @@ from pathlib import Path
 
 from converter.calibration import select_balanced
 from converter.validate import row, run_format, summarize, validation_table
-from edge.bundle import load_manifest
+from edge.bundle import bundle_path, load_manifest
 from edge.errors import BadInput
 from edge.formats import BACKEND_FOR
+from leukedge.argtypes import output_file, positive_int
 from trainer.data import load_images, scan
 
 
@@ -25,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=None,
                    help="folder of labelled images (ALL layout or one folder per class) to measure on")
     p.add_argument("--subset", default="Original", help="ALL-layout subset under --data (default Original)")
-    p.add_argument("--limit", type=int, default=None, help="use at most this many images (class-balanced)")
-    p.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
+    p.add_argument("--limit", type=positive_int, default=None, help="use at most this many images (class-balanced)")
+    p.add_argument("--json", type=output_file, default=None, help="also write the table as JSON here")
 
 
 def bench(bundle: Path, data: Path, subset: str = "Original", limit: int | None = None) -> dict:
@@ -41,10 +42,11 @@ def bench(bundle: Path, data: Path, subset: str = "Original", limit: int | None 
     runnable = [e for e in manifest.files if e.format in BACKEND_FOR]
     if not runnable:
         raise BadInput(f"{bundle}: no file that runs on this machine ({[e.format for e in manifest.files]})")
-    outputs = {e.format: run_format(Path(bundle) / e.path, e.format, x) for e in runnable}
+    paths = {e.format: bundle_path(bundle, e) for e in runnable}  # never a file outside the bundle
+    outputs = {e.format: run_format(paths[e.format], e.format, x) for e in runnable}
     ref_fmt = next((f for f in ("onnx-fp32", "tflite-fp32") if f in outputs), runnable[0].format)
     ref = outputs[ref_fmt][0]
-    rows = [row(e.format, Path(bundle) / e.path, y, *outputs[e.format][:1], ref, outputs[e.format][1],
+    rows = [row(e.format, paths[e.format], y, *outputs[e.format][:1], ref, outputs[e.format][1],
                 manifest.labels) for e in runnable]
     note = f"{data}, n={len(y)}" + (f", {len(bad)} unreadable skipped" if bad else "")
     return {"float_accuracy": summarize(y, ref, manifest.labels)["accuracy"], "reference": ref_fmt,

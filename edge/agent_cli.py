@@ -15,6 +15,7 @@ from edge.errors import BadInput
 from edge.messages import topic
 from edge.publisher import probe
 from edge.sources import make_source
+from leukedge.argtypes import positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outbox", type=Path, help="outbox SQLite file")
     p.add_argument("--result-log", type=Path, help="local JSON-lines results log")
     p.add_argument("--drain-timeout", type=float, help="seconds to wait for PUBACKs after a finite source ends")
-    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
     p.add_argument("--check", action="store_true",
                    help="validate config and bundle, load the backend, try the broker, print what would run")
 

@@ -187,15 +187,34 @@ def write_manifest(bundle_dir: str | Path, manifest: Manifest) -> Path:
 
 
 def load_manifest(bundle_dir: str | Path, verify: bool = True) -> Manifest:
-    """Read BUNDLE/manifest.json; with verify, check every listed file exists and matches its sha256."""
+    """Read BUNDLE/manifest.json; with verify, check every listed file is inside the bundle and matches its sha256."""
     bundle_dir = Path(bundle_dir)
     path = bundle_dir / MANIFEST
     if not path.is_file():
         raise BundleError(f"{path}: no manifest (is {bundle_dir} a leukedge bundle?)")
+    manifest = parse_manifest(path)
+    if verify:
+        for entry in manifest.files:
+            verify_file(bundle_dir, entry)
+    return manifest
+
+
+def parse_manifest(path: Path) -> Manifest:
+    """The Manifest in `path`, or BundleError with one line naming the file and what is wrong."""
     try:
-        manifest = Manifest.model_validate(json.loads(path.read_text()))
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise BundleError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise BundleError(f"{path}: JSON nested too deeply") from None
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: top level must be a JSON object, got {_json_kind(data)}")
+    try:
+        manifest = Manifest.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
@@ -204,21 +223,44 @@ def load_manifest(bundle_dir: str | Path, verify: bool = True) -> Manifest:
         raise BundleError(f"{path}: schema_version {manifest.schema_version}, this agent reads {SCHEMA_VERSION}")
     if len(manifest.labels) != len(set(manifest.labels)) or not manifest.labels:
         raise BundleError(f"{path}: labels {manifest.labels} must be a non-empty list of unique names")
-    if verify:
-        for entry in manifest.files:
-            verify_file(bundle_dir, entry)
     return manifest
 
 
+def _json_kind(value) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+
+
+def bundle_path(bundle_dir: str | Path, entry: FileEntry) -> Path:
+    """The real path of the file a manifest entry names, if it is a regular file inside the bundle.
+
+    A manifest comes from outside: an absolute path, `..` or a symlink must never make a
+    reader open or hash a file elsewhere on the box. Every reader of a bundle's files (the
+    agent, `--check`, `bench`, robustness) gets its paths from here.
+    """
+    root = Path(bundle_dir).resolve()
+    where = f"{Path(bundle_dir) / MANIFEST}: files entry {entry.format} path {entry.path!r}"
+    if not entry.path or Path(entry.path).is_absolute():
+        raise BundleError(f"{where}: must be a path relative to the bundle folder")
+    try:
+        real = (root / entry.path).resolve(strict=True)
+    except FileNotFoundError:
+        raise BundleError(f"{where}: missing") from None
+    except (OSError, RuntimeError, ValueError) as exc:  # loops, NUL bytes, permissions
+        raise BundleError(f"{where}: cannot be resolved ({exc})") from None
+    if not real.is_relative_to(root):
+        raise BundleError(f"{where}: resolves outside the bundle folder")
+    if not real.is_file():
+        raise BundleError(f"{where}: not a regular file")
+    return real
+
+
 def verify_file(bundle_dir: str | Path, entry: FileEntry) -> Path:
-    """Path of a bundle file after checking it exists and its sha256 matches the manifest."""
-    path = Path(bundle_dir) / entry.path
-    if not path.is_file():
-        raise BundleError(f"{path}: missing ({entry.format} listed in the manifest)")
+    """Real path of a bundle file after checking it is inside the bundle and its sha256 matches."""
+    path = bundle_path(bundle_dir, entry)
     digest = sha256_file(path)
     if digest != entry.sha256:
         raise BundleError(
-            f"{path}: sha256 mismatch (manifest {entry.sha256[:12]}..., file {digest[:12]}...): "
-            "the file changed after the bundle was made"
+            f"{Path(bundle_dir) / entry.path}: sha256 mismatch (manifest {entry.sha256[:12]}..., "
+            f"file {digest[:12]}...): the file changed after the bundle was made"
         )
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from leukedge.argtypes import positive_int
 from trainer.evaluate import evaluate_run
 
 
@@ -19,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subset", default=None, help="Original or Segmented (default: the run's)")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip refitting the colour baseline on the run's training split")
-    parser.add_argument("--batch", type=int, default=64, help="inference batch size (default 64)")
+    parser.add_argument("--batch", type=positive_int, default=64, help="inference batch size (default 64)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or table")
 
 

@@ -10,6 +10,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
+from leukedge.argtypes import positive_int
 from trainer.models import ARCHS
 from trainer.report import format_table
 from trainer.train import TrainConfig, train
@@ -28,11 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ALL-layout folder (Original/<Class>/...) or any folder of class folders")
     parser.add_argument("--arch", help=f"{' or '.join(ARCHS)} ({_d('arch')})")
     parser.add_argument("--out", type=Path, required=True, help="run folder to write (model.keras, report.json, ...)")
-    parser.add_argument("--epochs", type=int,
+    parser.add_argument("--epochs", type=positive_int,
                         help="total epochs (default: 30 for pretrained MobileNetV2 = 5 head + 25 fine-tune, "
                              "60 from scratch); early stopping may end sooner")
     parser.add_argument("--img-size", type=int, help=f"model input size in px ({_d('img_size')})")
-    parser.add_argument("--batch", type=int, help=f"batch size ({_d('batch')})")
+    parser.add_argument("--batch", type=positive_int, help=f"batch size ({_d('batch')})")
     parser.add_argument("--lr", type=float,
                         help=f"peak learning rate ({_d('lr')}; pretrained fine-tuning uses a tenth of it)")
     parser.add_argument("--weights",
@@ -60,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"({_d('bn_recal_images')})")
     parser.add_argument("--mixed-precision", action="store_true", default=None,
                         help="train in mixed bfloat16 (GPUs)")
-    parser.add_argument("--workers", type=int, help=f"augmentation threads ({_d('workers')})")
+    parser.add_argument("--workers", type=positive_int, help=f"augmentation threads ({_d('workers')})")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from edge.backends.base import Backend, BackendUnavailable
-from edge.bundle import verify_file
-from edge.errors import BundleError
+from edge.bundle import bundle_path, verify_file
+from edge.errors import BundleError, LeukedgeError
 from edge.formats import run_by
 
 log = logging.getLogger(__name__)
@@ -58,11 +58,18 @@ def _candidates(name: str) -> list[Candidate]:
     return found
 
 
-def _open(c: Candidate, path: Path, threads: int | None, device: str | None) -> Backend:
+def _open(c: Candidate, path: Path, fmt: str, threads: int | None, device: str | None) -> Backend:
+    """Open `path` with candidate `c`; a file its runtime cannot parse is bad input, not a crash."""
     module = importlib.import_module(f"edge.backends.{c.module}")
-    if c.provider:
-        return module.open_model(path, threads=threads, device=device, provider=c.provider)
-    return module.open_model(path, threads=threads, device=device)
+    try:
+        if c.provider:
+            return module.open_model(path, threads=threads, device=device, provider=c.provider)
+        return module.open_model(path, threads=threads, device=device)
+    except LeukedgeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - each runtime raises its own types for a malformed file
+        reason = next(iter(str(exc).strip().splitlines()), "") or type(exc).__name__
+        raise BundleError(f"{path}: not a {fmt} model that {c.key} can load ({reason[:200]})") from None
 
 
 def _try(cands, files, threads, device, reasons: list[str]) -> tuple[Backend, str] | None:
@@ -72,7 +79,7 @@ def _try(cands, files, threads, device, reasons: list[str]) -> tuple[Backend, st
             reasons.append(f"{c.key}: bundle has no {' / '.join(c.formats)} file")
             continue
         try:
-            return _open(c, files[fmt], threads, device if c.accelerator else None), fmt
+            return _open(c, files[fmt], fmt, threads, device if c.accelerator else None), fmt
         except BackendUnavailable as exc:
             reasons.append(f"{c.key}: {exc}")
     return None
@@ -118,7 +125,7 @@ def load_for_manifest(
     """(Backend, FileEntry) for a loaded Manifest: the file verified, its shape and labels checked."""
     bundle_dir = Path(bundle_dir)
     entries = {e.format: e for e in manifest.files}
-    files = {fmt: bundle_dir / e.path for fmt, e in entries.items()}
+    files = {fmt: bundle_path(bundle_dir, e) for fmt, e in entries.items()}  # never a file outside the bundle
     chosen_backend, fmt = _select(files, backend, threads, allow_fallback, device)
     entry = entries[fmt]
     verify_file(bundle_dir, entry)

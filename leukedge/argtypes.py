@@ -1,0 +1,28 @@
+"""Argument types shared by the subcommands, so a bad value is refused while parsing (exit 2),
+before any work is done, with argparse's one line naming the flag."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    """A count such as --limit or --max-frames: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def output_file(text: str) -> Path:
+    """A file to write at the end of a run: its folder must exist now, not after an hour of work."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder, give a file name")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {path.parent} does not exist")
+    return path
