@@ -106,7 +106,7 @@ class Agent:
         p.publisher.start()
         self._next_stats = time.monotonic() + cfg.mqtt.stats_interval_s
         log.info("agent %s: %s on %s, source %s, mqtt %s, outbox backlog %d", cfg.device_id, p.entry.path,
-                 p.backend.name, cfg.source.uri, cfg.mqtt.safe_url, p.outbox.rows)
+                 p.backend.name, cfg.source.safe_uri, cfg.mqtt.safe_url, p.outbox.rows)
 
     def build_result(self, rgb, focus: float, probs, **latency) -> dict:
         p = self.parts
@@ -147,7 +147,7 @@ class Agent:
                   "manifest_sha256": sha256_file(cfg.bundle / MANIFEST)}
         return {"schema": SCHEMA, "device": cfg.device_id, "agent_version": __version__, "boot": p.boot,
                 "bundle": bundle, "backend": p.backend.name, "model_file": p.entry.path, "labels": m.labels,
-                "thresholds": m.thresholds.model_dump(), "source": cfg.source.uri, "gate": cfg.gate.mode,
+                "thresholds": m.thresholds.model_dump(), "source": cfg.source.safe_uri, "gate": cfg.gate.mode,
                 "ts": utc_now()}
 
     def stats_payload(self) -> dict:
@@ -157,7 +157,7 @@ class Agent:
                 "fps": st.fps(), "fields": st.fields, "latency_ms": st.percentiles(),
                 "outbox": {**p.outbox.stats(), "inflight": p.publisher.inflight},
                 "frames": st.frame_counts(), "gate_rejected": dict(p.gate.rejected), "backend": p.backend.name,
-                "source": {"uri": cfg.source.uri, **p.source.stats()}, "mqtt": p.publisher.stats(),
+                "source": {"uri": cfg.source.safe_uri, **p.source.stats()}, "mqtt": p.publisher.stats(),
                 "samples_closed": p.samples.closed, "cpu_temp_c": cpu_temperature()}
 
     def publish_stats(self) -> dict:

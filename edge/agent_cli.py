@@ -74,7 +74,7 @@ def check(cfg) -> int:
     try:
         src = make_source(cfg.source.uri, cfg.source.width, cfg.source.height, cfg.source.watchdog.stall_s).open()
         src.close()
-        print(f"source    ok: {cfg.source.uri}{' (loop)' if cfg.source.loop else ''}")
+        print(f"source    ok: {cfg.source.safe_uri}{' (loop)' if cfg.source.loop else ''}")
     except Exception as exc:  # noqa: BLE001 - report any source failure as one line
         failed += 1
         print(f"source    FAILED: {exc}")

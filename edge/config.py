@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edge.backends import NAMES
 from edge.errors import BadInput
 from edge.messages import DEFAULT_PREFIX
+from edge.redact import redact_url
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -57,6 +58,20 @@ class SourceConfig(_Strict):
     fps: float | None = Field(None, gt=0)  # replay pacing for files and folders; None = as fast as possible
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
 
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        if not v.strip() or "\0" in v:
+            raise ValueError("must name a camera, stream, video file or image folder")
+        if v.startswith("cv:") and v[3:] and not (v[3:].isascii() and v[3:].isdigit()):
+            raise ValueError(f"{v!r}: a cv: camera is a device number, e.g. cv:0")
+        return v
+
+    @property
+    def safe_uri(self) -> str:
+        """The source URI fit for logs and messages: credentials inside it replaced by ***."""
+        return redact_url(self.uri)
+
 
 class GateConfig(_Strict):
     mode: Literal["still", "continuous"] = "still"
@@ -80,14 +95,6 @@ class TLSConfig(_Strict):
     cert_file: Path | None = None
     key_file: Path | None = None
     insecure: bool = False
-
-
-def redact_url(url: str) -> str:
-    """mqtt://user:secret@host -> mqtt://user:***@host, so no password reaches a log line."""
-    u = urlsplit(url)
-    if u.password is None:
-        return url
-    return u._replace(netloc=u.netloc.replace(f":{u.password}@", ":***@", 1)).geturl()
 
 
 class MQTTConfig(_Strict):

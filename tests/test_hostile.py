@@ -134,3 +134,47 @@ def test_bundle_path_rule_in_process(tmp_path, bundle):
                          ("a\0b", "cannot be resolved")):
         with pytest.raises(BundleError, match=needle):
             bundle_path(b, FileEntry(path=path, format="tflite-int8", sha256="0" * 64))
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("rtsp://admin:camsecret@10.0.0.5:554/stream1", "rtsp://admin:***@10.0.0.5:554/stream1"),
+    ("rtsp://admin:p@ss:w@rd@cam/x", "rtsp://admin:***@cam/x"),
+    ("mqtts://u:s3cret@broker:8883", "mqtts://u:***@broker:8883"),
+    ("http://cam/video.cgi?user=a&password=hunter2&fps=5", "http://cam/video.cgi?user=a&password=***&fps=5"),
+    ("https://cam/live?token=abc", "https://cam/live?token=***"),
+    ("rtsp://onlyuser@cam/x", "rtsp://onlyuser@cam/x"),
+    ("rtsp://a:b@[::1/x", "rtsp://***@[::1/x"),
+    ("cv:0", "cv:0"),
+    ("/data/fields", "/data/fields"),
+])
+def test_one_redaction_for_every_url(url, shown):
+    from edge.redact import redact_url
+
+    assert redact_url(url) == shown
+
+
+def test_camera_credentials_never_shown_or_published(tmp_path, bundle, broker):
+    """A camera URL with a password and a broker URL with one: neither secret in the retained
+    `info`, `stats`, the start-up and watchdog log lines, or `--check`."""
+    from tests.agent_proc import AgentProcess, ResultFeed, agent_config
+    from tests.broker import free_port
+
+    cam = f"rtsp://admin:camsecret@127.0.0.1:{free_port()}/stream1"
+    url = f"mqtt://lab:brokersecret@127.0.0.1:{broker.port}"
+    feed = ResultFeed(broker.port, extra_topics=("leukedge/devA/info", "leukedge/devA/stats"))
+    agent = AgentProcess(tmp_path, agent_config(tmp_path, bundle, cam, url)).start()
+    try:
+        stats = feed.wait_stats(lambda s: s["source"]["failures"] >= 1, timeout=60)
+        assert stats is not None, agent.log()
+    finally:
+        assert agent.terminate() == 0, agent.log()
+        feed.close()
+    published = b" ".join(p for _t, p in feed.other).decode()
+    info = next(json.loads(p) for t, p in feed.other if t.endswith("/info"))
+    assert info["source"] == cam.replace("camsecret", "***")
+    log = agent.log()
+    assert "retrying" in log and "admin:***@" in log  # the watchdog's line, redacted
+    check = leukedge("agent", "--config", agent.config_path, "--check", timeout=120)
+    assert "admin:***@" in check.stdout, check.stdout + check.stderr
+    for text in (published, log, check.stdout + check.stderr):
+        assert "camsecret" not in text and "brokersecret" not in text

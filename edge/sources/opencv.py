@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from edge.redact import redact_url
 from edge.sources.base import Frame, Source, SourceError, SourceLost
 
 
 class OpenCVSource(Source):
     def __init__(self, uri: str, width: int | None = None, height: int | None = None, stall_s: float = 10.0):
-        self.uri = uri
+        self.uri = redact_url(uri)  # what logs, errors and frame names show; `target` keeps the credentials
         self.width, self.height, self.stall_s = width, height, stall_s
         self.target: int | str
         if uri.startswith("cv:"):
@@ -40,7 +41,8 @@ class OpenCVSource(Source):
         cap = cv2.VideoCapture(self.target, cv2.CAP_ANY, params)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"source {self.uri}: OpenCV cannot open it")
+            what = "OpenCV cannot open it" if self.live else "not a folder, video or camera (OpenCV cannot open it)"
+            raise SourceError(f"source {self.uri}: {what}")
         if self.width and self.height:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
