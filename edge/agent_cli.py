@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device-id", help="device id: topic prefix level and message id prefix")
     p.add_argument("--backend", help="auto, litert, edgetpu, tflite-runtime, onnxruntime[-trt|-cuda|-cpu]")
     p.add_argument("--gate", choices=["still", "continuous"], help="field gate mode")
-    p.add_argument("--outbox", type=Path, help="outbox SQLite file")
-    p.add_argument("--result-log", type=Path, help="local JSON-lines results log")
+    p.add_argument("--outbox", help="outbox SQLite file")
+    p.add_argument("--result-log", help="local JSON-lines results log")
     p.add_argument("--drain-timeout", type=float, help="seconds to wait for PUBACKs after a finite source ends")
     p.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
     p.add_argument("--check", action="store_true",

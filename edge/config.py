@@ -96,6 +96,14 @@ class TLSConfig(_Strict):
     key_file: Path | None = None
     insecure: bool = False
 
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _readable(cls, v: Path | None) -> Path | None:
+        """Checked here, so a missing file is named before anything starts (not a TLS traceback later)."""
+        if v is not None and not v.is_file():
+            raise ValueError(f"{v}: {'not a file' if v.exists() else 'file not found'}")
+        return v
+
 
 class MQTTConfig(_Strict):
     url: str | None = None  # mqtt://host:1883 or mqtts://host:8883; None runs offline
@@ -105,18 +113,20 @@ class MQTTConfig(_Strict):
     password: str | None = Field(None, repr=False)
     password_file: Path | None = None
     tls: TLSConfig = Field(default_factory=TLSConfig)  # used when the url is mqtts://
-    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    protocol: Literal["5", "3.1.1"] = "5"  # 3.1.1 cannot tell a retained command delivered live (docs/edge.md)
     keepalive_s: int = Field(30, ge=5)
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(60.0, gt=0)
     inflight: int = Field(50, ge=1, le=1000)
     stats_interval_s: float = Field(30.0, gt=0)
 
-    @field_validator("url")
+    @field_validator("url", mode="before")
     @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        if v in (None, "", "none", "off"):
+    def _url(cls, v):
+        if v is False or v in (None, "", "none", "off"):  # YAML reads an unquoted `off` or `no` as false
             return None
+        if not isinstance(v, str):
+            raise ValueError(f"{v!r} is not a URL: write mqtt://host[:port], or 'off' (quoted) to run offline")
         u = urlsplit(v)
         if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not u.hostname:
             raise ValueError(f"{redact_url(v)!r} is not mqtt://host[:port] or mqtts://host[:port]")
@@ -145,17 +155,31 @@ class MQTTConfig(_Strict):
             raise BadInput(f"mqtt.password_file {self.password_file}: cannot read ({exc.strerror})") from None
 
 
+def _file_path(v):
+    """A path the agent writes: not empty, not a folder (checked before anything starts)."""
+    if isinstance(v, str) and not v.strip():
+        raise ValueError("empty path: give a file name")
+    if v is not None and Path(v).is_dir():
+        raise ValueError(f"{v} is a folder: give a file inside it")
+    return v
+
+
 class OutboxConfig(_Strict):
     path: Path = Path("leukedge-outbox.sqlite")
     max_rows: int = Field(100_000, ge=10)
     max_bytes: int = Field(200_000_000, ge=10_000)
+    memory_rows: int = Field(10_000, ge=10)  # held in memory while the disk refuses writes (full, failing)
     synchronous: Literal["normal", "full"] = "normal"
+
+    _path = field_validator("path", mode="before")(_file_path)
 
 
 class ResultLogConfig(_Strict):
     path: Path | None = Path("leukedge-results.jsonl")
     max_bytes: int = Field(10_000_000, ge=10_000)
     backups: int = Field(5, ge=0)
+
+    _path = field_validator("path", mode="before")(_file_path)
 
 
 class AgentConfig(_Strict):

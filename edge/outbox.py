@@ -13,6 +13,9 @@ import sqlite3
 from pathlib import Path
 from typing import NamedTuple
 
+from edge.errors import BadInput
+from edge.lockfile import WriterLock
+
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -32,15 +35,45 @@ class Outbox:
     def __init__(self, path: Path, max_rows: int = 100_000, max_bytes: int = 200_000_000, synchronous: str = "normal"):
         self.path = Path(path)
         self.max_rows, self.max_bytes = max_rows, max_bytes
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"outbox.path {self.path}: cannot create its folder ({exc.strerror})") from None
+        try:
+            self._check_existing()
+            self.lock = WriterLock(self.path).acquire()
+        except (sqlite3.Error, OSError) as exc:
+            raise self._refused(exc) from None
+        try:
+            self._open(synchronous)
+        except (sqlite3.Error, OSError) as exc:
+            self.lock.release()
+            raise self._refused(exc) from None
+        self.dropped = 0  # this run
+        self.written = 0
+
+    def _refused(self, exc: BaseException) -> BadInput:
+        return BadInput(f"outbox.path {self.path}: cannot use it as the outbox ({_reason(exc)}); "
+                        "the file was left as it is")
+
+    def _check_existing(self) -> None:
+        """Read-only look first: a file that is not an outbox is refused before anything touches it."""
+        if self.path.exists():
+            probe = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                tables = {name for (name,) in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                probe.close()
+            if tables and not {"outbox", "meta"} <= tables:
+                raise sqlite3.DatabaseError(f"an SQLite file with other tables ({', '.join(sorted(tables))})")
+
+    def _open(self, synchronous: str) -> None:
         self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
         self.db.executescript(_SCHEMA)
         self.rows, self.bytes = self.db.execute("SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM outbox").fetchone()
         self.last_id = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()[0]
-        self.dropped = 0  # this run
-        self.written = 0
 
     def next_boot(self) -> int:
         """A counter that grows by one per agent start: part of every message id."""
@@ -97,3 +130,9 @@ class Outbox:
 
     def close(self) -> None:
         self.db.close()
+        self.lock.release()
+
+
+def _reason(exc: BaseException) -> str:
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return {"file is not a database": "not an SQLite file"}.get(text, text)

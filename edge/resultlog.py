@@ -11,12 +11,17 @@ import json
 import os
 from pathlib import Path
 
+from edge.errors import BadInput
+
 
 class ResultLog:
     def __init__(self, path: Path, max_bytes: int = 10_000_000, backups: int = 5):
         self.path, self.max_bytes, self.backups = Path(path), max_bytes, backups
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "a", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(f"result_log.path {self.path}: cannot open it for appending ({exc.strerror or exc})") from None
         self._size = self._f.tell()
 
     def write(self, kind: str, payload: dict) -> None:

@@ -27,7 +27,7 @@ def make_source(uri: str, width: int | None = None, height: int | None = None, s
     local = not uri.startswith(("cv:", "/dev/video")) and "://" not in uri
     # A path without a suffix is a folder even while it is missing, so a vanished folder is
     # reported as "folder not found" rather than as a missing video file.
-    if local and (Path(uri).is_dir() or not Path(uri).suffix):
+    if local and (Path(uri).is_dir() or not (Path(uri).suffix or Path(uri).exists())):
         return FolderSource(Path(uri))
     return OpenCVSource(uri, width, height, stall_s)
 
