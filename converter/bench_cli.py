@@ -18,7 +18,7 @@ from edge.bundle import bundle_path, load_manifest
 from edge.errors import BadInput
 from edge.formats import BACKEND_FOR
 from leukedge.argtypes import output_file, positive_int
-from trainer.data import load_images, scan
+from trainer.data import load_images, report_skipped, scan
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,10 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def bench(bundle: Path, data: Path, subset: str = "Original", limit: int | None = None) -> dict:
     """validation.json-shaped dict for the bundle's files on the images under `data`."""
     manifest = load_manifest(bundle, verify=True)
-    items = scan(data, subset).items
-    if limit:
-        items = select_balanced(items, limit)
+    found = scan(data, subset)
+    items = select_balanced(found.items, limit) if limit else found.items
     x, y, bad = load_images(items, manifest.input, progress=False)
+    report_skipped(list(found.skipped) + bad, data)
     if len(x) == 0:
         raise BadInput(f"{data}: no readable images")
     runnable = [e for e in manifest.files if e.format in BACKEND_FOR]

@@ -333,3 +333,55 @@ def test_second_agent_on_one_outbox_refuses_naming_the_holder(tmp_path, bundle):
     # the lock went with the process: a new agent starts on the same outbox
     again = leukedge("agent", "--config", first.config_path, "--max-frames", "2")
     assert again.returncode == 0, again.stderr
+
+
+def _dataset_with_bad_files(root: Path, per_class: int = 10, bad_in: str = "Benign", n_bad: int = 2) -> list[Path]:
+    """A synthetic ALL-layout folder; n_bad files of one class replaced by unreadable ones."""
+    from trainer.synth import generate_dataset
+
+    generate_dataset(root, per_class=per_class, size=32, seed=3, progress=False)
+    files = sorted((root / "Original" / bad_in).iterdir())
+    bad = files[:n_bad]
+    for k, path in enumerate(bad):
+        path.write_bytes(path.read_bytes()[:40 + k] if k % 2 else f"not an image, file {k}".encode())
+    return bad
+
+
+def test_train_decodes_before_splitting(tmp_path):
+    """Unreadable files are in no split list, count or fingerprint: the split equals the one
+    made from the folder with those files deleted."""
+    from trainer.train import TrainConfig, prepare_data
+
+    data = tmp_path / "data"
+    bad = _dataset_with_bad_files(data)
+    with_bad = prepare_data(TrainConfig(data=str(data), out="", img_size=32, verbose=0), tmp_path / "run1")
+    for path in bad:
+        path.unlink()
+    without = prepare_data(TrainConfig(data=str(data), out="", img_size=32, verbose=0), tmp_path / "run2")
+    listed = {p for s in with_bad.splits.values() for p in (i.path for i in s)}
+    assert not listed & set(bad)
+    assert with_bad.split_meta["fingerprint"] == without.split_meta["fingerprint"]
+    assert with_bad.split_meta["counts"] == without.split_meta["counts"]
+    assert {Path(p).name for p, _ in with_bad.split_meta["skipped"]} == {p.name for p in bad}
+    for name in ("train", "val", "test"):
+        assert len(with_bad.x[name]) == len(with_bad.splits[name]) == len(with_bad.y[name])
+        assert (with_bad.x[name] == without.x[name]).all()
+
+
+def test_train_names_skipped_files_and_refuses_a_class_without_a_test_image(tmp_path):
+    data = tmp_path / "data"
+    bad = _dataset_with_bad_files(data, per_class=9, n_bad=7)  # Benign keeps 2 usable images
+    proc = leukedge("train", "--data", data, "--out", tmp_path / "run", "--arch", "custom_cnn", "--img-size", "32",
+                    "--epochs", "1", "--quiet")
+    assert_refused(proc, "split has no Benign image")
+    for path in bad[:5]:
+        assert path.name in proc.stderr  # the first few named ...
+    assert "and 2 more" in proc.stderr  # ... then a count
+
+
+def test_bench_names_skipped_files(tmp_path, bundle):
+    data = tmp_path / "data"
+    bad = _dataset_with_bad_files(data, per_class=3, n_bad=2)
+    proc = leukedge("bench", bundle, "--data", data)
+    assert proc.returncode == 0, proc.stderr
+    assert all(p.name in proc.stderr for p in bad) and "skipped 2 file(s)" in proc.stderr

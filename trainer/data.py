@@ -7,6 +7,7 @@ under the JAX backend, the converter and evaluation share it.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from tqdm import tqdm
 from edge.bundle import LABELS, InputSpec, preprocess, read_image, sha256_file
 from edge.errors import BadFrame, BadInput
 
+log = logging.getLogger(__name__)
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 SUBSETS = ("Original", "Segmented")
 BLOCK_SIZE = 20
@@ -288,6 +290,30 @@ def split_items(
 
 def _item_key(item: Item) -> tuple:
     return LABELS.index(item.label), number_key(item.path)
+
+
+def check_every_class(splits: dict[str, list[Item]], where: Path) -> None:
+    """Refuse a split in which a class of the training split has no validation or test image:
+    its recall could not be measured, and every figure of the run would hide that."""
+    for name in ("val", "test"):
+        present = count_labels(splits.get(name, ()))
+        missing = [label for label in count_labels(splits["train"]) if label not in present]
+        if missing:
+            raise BadInput(f"{where}: the {name} split has no {', '.join(missing)} image "
+                           f"(counts after skipping unreadable files: {count_labels(splits['train'])} train, "
+                           f"{present} {name}); add images of that class or change the ratios")
+
+
+def report_skipped(skipped: Sequence[tuple[Path, str]], where: Path | str, first: int = 5,
+                   listed_in: str | None = None) -> None:
+    """Name the files a command passed over on the console: the first few, then a count."""
+    if not skipped:
+        return
+    log.warning("%s: skipped %d file(s) that could not be used:", where, len(skipped))
+    for path, reason in skipped[:first]:
+        log.warning("  %s: %s", path, reason)
+    if len(skipped) > first:
+        log.warning("  ... and %d more%s", len(skipped) - first, f" (all listed in {listed_in})" if listed_in else "")
 
 
 # --------------------------------------------------------------------------- decoding

@@ -17,7 +17,7 @@ from pathlib import Path
 from edge.bundle import LABELS, InputSpec
 from edge.errors import BadInput
 from trainer.baseline import baseline_accuracy, compare
-from trainer.data import count_labels, load_images, scan
+from trainer.data import count_labels, load_images, report_skipped, scan
 from trainer.plots import plot_confusion
 from trainer.report import classification_report, format_table, versions, write_json
 from trainer.run import CONFIG_FILE, MODEL_FILE, load_run, read_split
@@ -42,6 +42,7 @@ def evaluate_run(run: Path, data: Path, out: Path | None = None, train_data: Pat
     subset = subset or config.get("subset", "Original")
     found = scan(data, subset)
     x, y, bad = load_images(found.items, spec, progress=progress)
+    report_skipped(list(found.skipped) + bad, data)
     if len(x) == 0:
         raise BadInput(f"{data}: no decodable images")
     probs = trained.model.predict(x, batch_size=batch, verbose=1 if progress else 0)

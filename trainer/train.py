@@ -24,17 +24,19 @@ import json
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import LABELS, InputSpec, StainNorm
+from edge.bundle import LABELS, InputSpec
 from edge.errors import BadInput
 from edge.stain import fit_stain_norm
+from edge.stain import normalize as stain_normalize  # the step preprocess ends with
 from trainer.augment import smote_balance
 from trainer.baseline import baseline_accuracy, compare
-from trainer.data import load_images, remove_duplicates, scan, split_items
+from trainer.data import check_every_class, load_images, remove_duplicates, report_skipped, scan, split_items
 from trainer.models import ARCHS, bn_layers, build, freeze_base, unfreeze_upper_base
 from trainer.plots import plot_confusion, plot_history
 from trainer.report import classification_report, versions, write_json
@@ -90,7 +92,12 @@ def default_epochs(pretrained: bool) -> int:
 
 
 def prepare_data(cfg: TrainConfig, run: Path) -> TrainingData:
-    """Scan, de-duplicate, split, write split.json, fit the stain target, decode all splits."""
+    """Scan, de-duplicate, decode, split, write split.json, fit the stain target.
+
+    Every image is decoded before the split, so a file that cannot be used is in no split
+    list, count or fingerprint, and a class left without a validation or test image is
+    refused rather than reported on with a hole in it.
+    """
     data_root = Path(cfg.data)
     found = scan(data_root, cfg.subset)
     if not found.items:
@@ -102,26 +109,38 @@ def prepare_data(cfg: TrainConfig, run: Path) -> TrainingData:
         test_items, test_dups = remove_duplicates(test_scan.items)
         skipped += list(test_scan.skipped)
     kept, dups = remove_duplicates(found.items, reference=test_items or ())
+    progress = cfg.verbose > 0
+    every = kept + list(test_items or ())
+    x_all, y_all, bad = load_images(every, InputSpec(height=cfg.img_size, width=cfg.img_size), progress=progress)
+    report_skipped(skipped + bad, data_root, listed_in=str(run / SPLIT_FILE))
+    unusable = {p for p, _ in bad}
+    row = {item.path: k for k, item in enumerate(i for i in every if i.path not in unusable)}
+    kept = [i for i in kept if i.path not in unusable]
+    if test_items is not None:
+        test_items = [i for i in test_items if i.path not in unusable]
     splits = split_items(kept, cfg.split, cfg.seed, cfg.ratios, test_items=test_items)
     for name in ("train", "val", "test"):
         if not splits[name]:
             hint = " (block splits keep runs of 20 files together: each class needs at least 41)" if cfg.split == "block" else ""
-            raise BadInput(f"{data_root}: the {name} split is empty ({len(kept)} images){hint}; "
+            raise BadInput(f"{data_root}: the {name} split is empty ({len(kept)} usable images){hint}; "
                            "add images or change the ratios")
-    progress = cfg.verbose > 0
+    check_every_class(splits, data_root)
+    x, y = {}, {}
+    for name in ("train", "val", "test"):
+        rows = np.array([row[i.path] for i in splits[name]], np.int64)
+        x[name], y[name] = x_all[rows], y_all[rows]
+    del x_all
     stain = None
     if cfg.stain_norm != "none":
         rng = np.random.default_rng(cfg.seed)
         pick = rng.choice(len(splits["train"]), min(256, len(splits["train"])), replace=False)
-        sample, _, _ = load_images([splits["train"][i] for i in sorted(pick)], cfg.img_size, progress=False)
-        stain = fit_stain_norm(cfg.stain_norm, sample)
-    spec = InputSpec(height=cfg.img_size, width=cfg.img_size, stain_norm=stain or StainNorm())
-    x, y, bad = {}, {}, []
-    for name in ("train", "val", "test"):
-        x[name], y[name], b = load_images(splits[name], spec, progress=progress)
-        bad += b
-        if len(x[name]) == 0:
-            raise BadInput(f"{data_root}: no decodable images in the {name} split")
+        stain = fit_stain_norm(cfg.stain_norm, x["train"][np.sort(pick)])
+        for images in x.values():  # what preprocess does after its resize, on the already resized images
+            def one(k, images=images):
+                images[k] = stain_normalize(images[k], stain)
+
+            with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
+                list(pool.map(one, range(len(images))))
     meta = {"data_root": data_root, "test_root": test_root, "protocol": cfg.split, "seed": cfg.seed,
             "ratios": list(cfg.ratios), "subset": cfg.subset, "duplicates": dups + test_dups,
             "skipped": skipped + bad}
