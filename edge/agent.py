@@ -91,6 +91,9 @@ class Agent:
         while p.publisher.commands:
             self.command(p.publisher.commands.popleft())
         self.emit("sample", p.samples.tick())
+        p.outbox.flush()  # messages held in memory while the disk refused writes
+        if p.results:
+            p.results.flush()
         p.publisher.pump()
         now = time.monotonic()
         if now >= self._next_stats:
@@ -156,14 +159,17 @@ class Agent:
         return {"schema": SCHEMA, "ts": utc_now(), "device": cfg.device_id, "uptime_s": st.uptime_s(),
                 "fps": st.fps(), "fields": st.fields, "latency_ms": st.percentiles(),
                 "outbox": {**p.outbox.stats(), "inflight": p.publisher.inflight},
+                "result_log": p.results.stats() if p.results else None,
                 "frames": st.frame_counts(), "gate_rejected": dict(p.gate.rejected), "backend": p.backend.name,
                 "source": {"uri": cfg.source.safe_uri, **p.source.stats()}, "mqtt": p.publisher.stats(),
                 "samples_closed": p.samples.closed, "cpu_temp_c": cpu_temperature()}
 
     def publish_stats(self) -> dict:
         payload = self.stats_payload()
-        log.info("stats: %.1f fps, %d fields, backlog %d, dropped %d, bad frames %d, source %s",
-                 payload["fps"], payload["fields"], payload["outbox"]["backlog"], payload["outbox"]["dropped"],
+        ob = payload["outbox"]
+        disk = f", {ob['in_memory']} in memory (disk: {ob['disk_error']})" if ob["disk_error"] or ob["in_memory"] else ""
+        log.info("stats: %.1f fps, %d fields, backlog %d%s, dropped %d, bad frames %d, source %s",
+                 payload["fps"], payload["fields"], ob["backlog"], disk, ob["dropped"],
                  payload["frames"]["bad"], payload["source"]["state"])
         self.parts.publisher.publish_now("stats", payload)
         return payload

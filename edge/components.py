@@ -45,11 +45,11 @@ def build_components(cfg, source: Watchdog | None = None) -> Components:
     if source is None:
         source = open_watchdog(cfg.source)
     o, r = cfg.outbox, cfg.result_log
-    outbox = Outbox(o.path, o.max_rows, o.max_bytes, o.synchronous)
+    outbox = Outbox(o.path, o.max_rows, o.max_bytes, o.synchronous, o.memory_rows)
     boot = outbox.next_boot()
     samples = SamplePool(cfg.sample, cfg.device_id, boot, manifest.labels, manifest.thresholds.refer_below,
                          entry.sha256)
-    results = ResultLog(r.path, r.max_bytes, r.backups) if r.path else None
+    results = ResultLog(r.path, r.max_bytes, r.backups, o.memory_rows) if r.path else None
     publisher = Publisher(cfg.mqtt, cfg.device_id, outbox) if cfg.mqtt.url else Offline(cfg.mqtt, cfg.device_id)
     return Components(manifest=manifest, entry=entry, backend=backend, source=source, outbox=outbox, boot=boot,
                       samples=samples, gate=Gate(cfg.gate), stats=Stats(), results=results, publisher=publisher)

@@ -126,7 +126,7 @@ class StatsMessage(_Msg):
     fps: float
     fields: int
     latency_ms: dict[str, dict[str, float]]
-    outbox: dict[str, int]
+    outbox: dict[str, int | str | None]  # disk_error: the refused write, while the disk refuses them
     frames: dict[str, int]
     gate_rejected: dict[str, int]
     backend: str

@@ -385,3 +385,78 @@ def test_bench_names_skipped_files(tmp_path, bundle):
     proc = leukedge("bench", bundle, "--data", data)
     assert proc.returncode == 0, proc.stderr
     assert all(p.name in proc.stderr for p in bad) and "skipped 2 file(s)" in proc.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MB filesystem (tmpfs) that a test can fill to the last byte and free again."""
+    d = tmp_path / "disk"
+    d.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", d]).returncode:
+        pytest.skip("mounting a small tmpfs needs root (the agent test below falls back to RLIMIT_FSIZE)")
+    yield d
+    subprocess.run(["umount", "-l", d], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Fill the filesystem of `disk` completely with one file; delete it to free the space."""
+    filler = disk / "filler"
+    with open(filler, "ab", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+def test_outbox_on_a_full_disk_holds_in_memory_then_writes_back(small_disk):
+    from edge.outbox import Outbox
+
+    path = small_disk / "o.sqlite"
+    ob = Outbox(path, memory_rows=50)
+    boot = ob.next_boot()
+    first = [ob.put("t/result", f"before-{i}".encode()) for i in range(3)]
+    filler = fill(small_disk)
+    held = [ob.put("t/result", f"full-{i}".encode() + bytes(3000)) for i in range(60)]  # never raises
+    st = ob.stats()
+    assert st["disk_error"] and st["in_memory"] == 50 and st["memory_dropped"] == 10
+    assert st["backlog"] == 3 + 50
+    pending = ob.pending(after=0, limit=1000)
+    assert [r.id for r in pending] == first + held[10:]  # file rows, then memory rows, in id order
+    assert ob.delete(held[10:15]) == 5  # acknowledged straight from memory: never needs the disk
+    filler.unlink()
+    ob.retry.delay = 0
+    ob.retry._next = 0  # skip the backoff wait
+    assert ob.flush() and ob.stats()["disk_error"] is None and ob.stats()["in_memory"] == 0
+    ob.close()
+    on_disk = queued(path)
+    ids = [r[0] for r in sqlite3.connect(str(path)).execute("SELECT id FROM outbox ORDER BY id")]
+    assert ids == first + held[15:] and len(on_disk) == 3 + 45  # same ids, same order
+    ob = Outbox(path)
+    assert ob.next_boot() == boot + 1
+    ob.close()
+
+
+def test_outbox_opened_on_a_full_disk_runs_from_memory(small_disk):
+    from edge.outbox import Outbox
+
+    path = small_disk / "o.sqlite"
+    ob = Outbox(path)
+    ob.next_boot()
+    old = ob.put("t/result", b"old")
+    ob.close()
+    filler = fill(small_disk)
+    ob = Outbox(path)  # cannot even map the WAL index: starts in memory
+    boot = ob.next_boot()
+    assert boot > 1 and ob.stats()["disk_error"]
+    new = ob.put("t/result", b"new")
+    assert new > old and [r.payload for r in ob.pending(after=old)] == [b"new"]
+    filler.unlink()
+    ob.retry._next = 0
+    assert ob.flush()
+    assert [r.payload for r in ob.pending()] == [b"old", b"new"]
+    ob.close()
+    ob = Outbox(path)
+    assert ob.next_boot() == boot + 1  # the boot taken while full was stored once writes worked
+    ob.close()
