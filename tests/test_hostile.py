@@ -460,3 +460,43 @@ def test_outbox_opened_on_a_full_disk_runs_from_memory(small_disk):
     ob = Outbox(path)
     assert ob.next_boot() == boot + 1  # the boot taken while full was stored once writes worked
     ob.close()
+
+
+def test_agent_keeps_classifying_on_a_full_disk(tmp_path, bundle, broker, small_disk):
+    """Outbox and result log on a disk that fills up mid-run: the agent keeps classifying,
+    results still reach the broker (from memory), stats say so, and once space is freed the
+    held messages reach the file; exit 0 and every result id accounted for."""
+    import time
+
+    from tests.agent_proc import AgentProcess, ResultFeed, agent_config
+
+    frames = write_images(tmp_path / "frames", n=8, size=64)
+    cfg = agent_config(small_disk, bundle, frames, broker.url, source={"fps": 15},
+                       sample={"fields_per_sample": 0})  # one sample open for the whole run
+    feed = ResultFeed(broker.port, extra_topics=("leukedge/devA/stats", "leukedge/devA/sample"))
+    agent = AgentProcess(tmp_path, cfg).start()
+    try:
+        assert feed.wait_stats(lambda s: s["fields"] >= 5, timeout=90), agent.log()
+        filler = fill(small_disk)
+        full = feed.wait_stats(lambda s: s["outbox"]["disk_error"] and s["outbox"]["in_memory"] > 0, timeout=60)
+        assert full is not None, agent.log()
+        during = full["fields"]
+        assert feed.wait_stats(lambda s: s["fields"] >= during + 20, timeout=60), agent.log()  # still classifying
+        assert agent.alive()
+        filler.unlink()
+        assert feed.wait_stats(lambda s: s["outbox"]["disk_error"] is None and s["outbox"]["in_memory"] == 0
+                               and s["fields"] > during + 20, timeout=60), agent.log()
+    finally:
+        code = agent.terminate()
+        feed.close()
+    assert code == 0, agent.log()
+    log = agent.log()
+    assert "the disk refused a write" in log and "writes work again" in log
+    made = {msg["id"] for msg, _arrived in feed.results} | {
+        json.loads(p)["id"] for t, p in queued(small_disk / "outbox.sqlite") if t.endswith("/result")}
+    boot = next(iter(made)).split("-")[1]
+    top = max(int(i.rsplit("-", 1)[1]) for i in made)
+    assert made == {f"devA-{boot}-{k}" for k in range(1, top + 1)}  # nothing lost
+    samples = [json.loads(p) for t, p in feed.other if t.endswith("/sample")] + [
+        json.loads(p) for t, p in queued(small_disk / "outbox.sqlite") if t.endswith("/sample")]
+    assert any(s["closed_by"] == "shutdown" and s["n_fields"] == top for s in samples)  # the open sample
