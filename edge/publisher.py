@@ -7,8 +7,11 @@ after a reconnect, so nothing handed over is lost or sent twice by us). Callback
 append to thread-safe deques: SQLite is touched by the agent's thread alone.
 
 On every (re)connect: retained `online` on `status`, retained `info`, subscribe to
-`cmd/#`. The Last Will is a retained `offline`. With MQTT off the agent talks to
-`Offline` instead, which has the same face and sends nothing.
+`cmd/#`. The Last Will is a retained `offline`. Commands carrying the retain flag are
+ignored: under MQTT 5 (the default) the subscription asks for Retain As Published, so a
+retained command is recognised live as well as on subscribing; MQTT 3.1.1 clears the flag
+on live delivery and cannot tell. With MQTT off the agent talks to `Offline` instead,
+which has the same face and sends nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 from urllib.parse import urlsplit
 
 from edge.commands import BadCommand, Command, parse
+from edge.errors import BadInput
 from edge.messages import encode, topic
 
 log = logging.getLogger(__name__)
@@ -106,13 +110,18 @@ class Publisher(_Link):
             def path(p):
                 return str(p) if p else None
 
-            c.tls_set(ca_certs=path(t.ca_file), certfile=path(t.cert_file), keyfile=path(t.key_file))
+            try:
+                c.tls_set(ca_certs=path(t.ca_file), certfile=path(t.cert_file), keyfile=path(t.key_file))
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError: a file that is not PEM, a key mismatch
+                files = ", ".join(f"{k} {v}" for k, v in (("ca_file", t.ca_file), ("cert_file", t.cert_file),
+                                                          ("key_file", t.key_file)) if v)
+                raise BadInput(f"mqtt.tls ({files or 'system CAs'}): cannot be used ({exc})") from None
             if t.insecure:
                 c.tls_insecure_set(True)
         c.will_set(self.topic("status"), "offline", qos=1, retain=True)
         c.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
         c.max_inflight_messages_set(cfg.inflight)
-        c.on_connect, c.on_disconnect = self._on_connect, self._on_disconnect
+        c.on_connect, c.on_disconnect, c.on_connect_fail = self._on_connect, self._on_disconnect, self._on_connect_fail
         c.on_publish, c.on_message = self._on_publish, self._on_message
         return c
 
@@ -124,25 +133,36 @@ class Publisher(_Link):
 
     # ------------------------------------------------------------------ paho thread
 
+    def _state(self, error: str | None) -> None:
+        """Record the connection state; log only when it changes (not at every retry)."""
+        if error != self.last_error and error is not None:
+            log.error("%s (retrying with backoff up to %g s)", error, self.cfg.reconnect_max_s)
+        self.last_error = error
+
+    def _on_connect_fail(self, client, userdata):
+        self._state(f"broker {self.host}:{self.port} unreachable (connection failed)")
+
     def _on_connect(self, client, userdata, flags, reason_code, properties=None):
         if reason_code.is_failure:
-            msg = f"broker {self.host}:{self.port} refused the connection: {reason_code}"
-            if msg != self.last_error:
-                log.error("%s (retrying with backoff up to %.0f s)", msg, self.cfg.reconnect_max_s)
-            self.last_error = msg
+            self._state(f"broker {self.host}:{self.port} refused the connection: {reason_code}")
             return
         self.connects += 1
-        self.last_error = None
-        log.info("connected to %s:%d as %s", self.host, self.port, self.client_id)
+        self._state(None)
+        log.info("connected to %s:%d as %s (MQTT %s)", self.host, self.port, self.client_id, self.cfg.protocol)
         client.publish(self.topic("status"), "online", qos=1, retain=True)
         if self.info is not None:
             client.publish(self.topic("info"), encode(self.info), qos=1, retain=True)
-        client.subscribe(self.topic("cmd/#"), qos=1)
+        if self.cfg.protocol == "5":  # Retain As Published: a live retained command keeps its flag (and is ignored)
+            from paho.mqtt.subscribeoptions import SubscribeOptions
+
+            client.subscribe(self.topic("cmd/#"), options=SubscribeOptions(qos=1, retainAsPublished=True))
+        else:
+            client.subscribe(self.topic("cmd/#"), qos=1)
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
         if self.connected.is_set() and not self._stopping:
-            log.warning("disconnected from %s:%d (%s); reconnecting", self.host, self.port, reason_code)
+            self._state(f"disconnected from {self.host}:{self.port} ({reason_code})")
         self.connected.clear()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties=None):

@@ -500,3 +500,82 @@ def test_agent_keeps_classifying_on_a_full_disk(tmp_path, bundle, broker, small_
     samples = [json.loads(p) for t, p in feed.other if t.endswith("/sample")] + [
         json.loads(p) for t, p in queued(small_disk / "outbox.sqlite") if t.endswith("/sample")]
     assert any(s["closed_by"] == "shutdown" and s["n_fields"] == top for s in samples)  # the open sample
+
+
+def test_broker_state_is_logged_once_per_change(tmp_path, caplog):
+    """Unreachable at start: said once (not at every retry) and in last_error; then connected,
+    disconnected and unreachable again, each said once."""
+    import logging
+    import time
+
+    from edge.config import MQTTConfig
+    from edge.outbox import Outbox
+    from edge.publisher import Publisher
+    from tests.broker import Broker, free_port, mosquitto_available
+
+    if not mosquitto_available():
+        pytest.skip("mosquitto binary not installed")
+    port = free_port()
+    cfg = MQTTConfig(url=f"mqtt://127.0.0.1:{port}", reconnect_min_s=0.1, reconnect_max_s=0.2, keepalive_s=5)
+    pub = Publisher(cfg, "devA", Outbox(tmp_path / "o.sqlite"))
+    caplog.set_level(logging.INFO, logger="edge.publisher")
+
+    def said(text: str) -> int:
+        return sum(text in r.getMessage() for r in caplog.records)
+
+    def until(predicate, timeout=15.0):
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return predicate()
+
+    pub.start()
+    try:
+        assert until(lambda: pub.last_error is not None)
+        time.sleep(1.5)  # several retries
+        assert "unreachable" in pub.last_error
+        assert said("unreachable") == 1
+        broker = Broker(tmp_path / "b", port=port).start()
+        assert until(pub.connected.is_set) and pub.last_error is None and said("connected to") == 1
+        broker.stop()
+        assert until(lambda: said("unreachable") == 2, timeout=20), [r.getMessage() for r in caplog.records]
+        assert said("disconnected from") == 1
+        time.sleep(1.0)
+        assert said("unreachable") == 2
+    finally:
+        pub.stop(timeout=0.5)
+        pub.outbox.close()
+
+
+def test_retained_commands_are_ignored_even_live(tmp_path, bundle, broker):
+    """MQTT 5 with Retain As Published: a retained command published while the agent is
+    subscribed (and `-r -n`, how a retained message is cleared) is ignored; live commands,
+    an empty non-retained payload included, still work."""
+    import time
+
+    from tests.agent_proc import AgentProcess, ResultFeed, agent_config
+    from tests.secure_broker import client
+
+    frames = write_images(tmp_path / "frames", n=6, size=64)
+    feed = ResultFeed(broker.port, extra_topics=("leukedge/devA/stats",))
+    agent = AgentProcess(tmp_path, agent_config(tmp_path, bundle, frames, broker.url, source={"fps": 10})).start()
+    lab = client(None, None, None)
+    lab.connect("127.0.0.1", broker.port)
+    lab.loop_start()
+    try:
+        assert feed.wait_stats(lambda s: s["mqtt"]["connected"], timeout=90), agent.log()
+        topic = "leukedge/devA/cmd/sample/start"
+        lab.publish(topic, b'{"sample_id": "RETAINED"}', qos=1, retain=True).wait_for_publish(5)
+        lab.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)  # mosquitto_pub -r -n
+        assert feed.wait_stats(lambda s: s["mqtt"]["commands_retained_ignored"] >= 2, timeout=30), agent.log()
+        lab.publish(topic, b"", qos=1).wait_for_publish(5)  # empty, not retained: valid
+        lab.publish(topic, b'{"sample_id": "LIVE-1"}', qos=1).wait_for_publish(5)
+        assert feed.wait_stats(lambda s: s["mqtt"]["commands"] >= 2, timeout=30), agent.log()
+        time.sleep(1.0)
+    finally:
+        lab.loop_stop()
+        assert agent.terminate() == 0, agent.log()
+        feed.close()
+    ids = {msg["sample_id"] for msg, _t in feed.results}
+    assert "RETAINED" not in ids and "LIVE-1" in ids
+    assert feed.stats()[-1]["mqtt"]["commands_bad"] == 0
