@@ -229,9 +229,12 @@ def test_offline_stats_payload_keys_and_total(tmp_path, bundle, folder):
     stats = agent.stats_payload()
     agent.shutdown()
     StatsMessage.model_validate(stats)
-    assert list(stats) == ["schema", "ts", "device", "uptime_s", "fps", "fields", "latency_ms", "outbox", "frames",
-                           "gate_rejected", "backend", "source", "mqtt", "samples_closed", "cpu_temp_c"]
-    assert list(stats["outbox"]) == ["backlog", "bytes", "dropped", "written", "inflight"]
+    assert list(stats) == ["schema", "ts", "device", "uptime_s", "fps", "fields", "latency_ms", "outbox",
+                           "result_log", "frames", "gate_rejected", "backend", "source", "mqtt", "samples_closed",
+                           "cpu_temp_c"]
+    assert list(stats["outbox"]) == ["backlog", "bytes", "dropped", "written", "in_memory", "memory_dropped",
+                                     "disk_error", "disk_failures", "inflight"]
+    assert (stats["outbox"]["in_memory"], stats["outbox"]["disk_error"]) == (0, None)
     assert stats["outbox"]["backlog"] == stats["outbox"]["written"] == 6 and stats["outbox"]["inflight"] == 0
     assert stats["frames"] == {"total": 6, "bad": 0}
     assert stats["source"] == {"uri": str(folder), "state": "open", "reopens": 0, "eofs": 1, "failures": 0,
