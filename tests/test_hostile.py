@@ -579,3 +579,34 @@ def test_retained_commands_are_ignored_even_live(tmp_path, bundle, broker):
     ids = {msg["sample_id"] for msg, _t in feed.results}
     assert "RETAINED" not in ids and "LIVE-1" in ids
     assert feed.stats()[-1]["mqtt"]["commands_bad"] == 0
+
+
+_FSIZE_SCRIPT = r"""
+import resource, sqlite3, sys
+from pathlib import Path
+from edge.outbox import Outbox
+path = Path(sys.argv[1])
+ob = Outbox(path, memory_rows=500)
+ob.next_boot()
+before = [ob.put("t/result", b"before") for _ in range(3)]
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))  # the kernel refuses to grow any file past this
+held = [ob.put("t/result", bytes(4000)) for _ in range(200)]  # never raises
+st = ob.stats()
+assert st["disk_error"] and 0 < st["in_memory"] < 200, st
+assert [r.id for r in ob.pending(limit=1000)] == before + held
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # "space" again
+ob.retry._next = 0
+assert ob.flush() and ob.stats()["in_memory"] == 0
+ob.close()
+ids = [i for (i,) in sqlite3.connect(str(path)).execute("SELECT id FROM outbox ORDER BY id")]
+assert ids == before + held, (len(ids), len(before + held))
+print("ok")
+"""
+
+
+def test_outbox_past_a_file_size_limit_holds_in_memory(tmp_path):
+    """The same without root: RLIMIT_FSIZE makes the kernel refuse writes (EFBIG) until lifted."""
+    proc = subprocess.run([sys.executable, "-c", _FSIZE_SCRIPT, tmp_path / "o.sqlite"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
