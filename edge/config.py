@@ -159,7 +159,7 @@ def _file_path(v):
     """A path the agent writes: not empty, not a folder (checked before anything starts)."""
     if isinstance(v, str) and not v.strip():
         raise ValueError("empty path: give a file name")
-    if v is not None and Path(v).is_dir():
+    if isinstance(v, (str, Path)) and Path(v).is_dir():  # anything else: pydantic's own type error
         raise ValueError(f"{v} is a folder: give a file inside it")
     return v
 
