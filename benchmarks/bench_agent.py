@@ -31,7 +31,7 @@ def build_bundle(out: Path, size: int) -> Path:
     from converter.tflite_export import float_clone, to_tflite
     from edge.bundle import FileEntry, InputSpec, Manifest, sha256_file, write_manifest
     from trainer.models import build_model
-    from trainer.synth import render_field
+    from trainer.synth.fields import render_field
 
     if (out / "manifest.json").is_file():
         return out
@@ -51,7 +51,7 @@ def write_frames(out: Path, n: int, size: int) -> Path:
     import cv2
     import numpy as np
 
-    from trainer.synth import render_field
+    from trainer.synth.fields import render_field
 
     out.mkdir(parents=True, exist_ok=True)
     if len(list(out.glob("*.jpg"))) < n:

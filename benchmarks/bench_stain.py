@@ -37,7 +37,7 @@ def main() -> None:
 
     from edge import stain
     from edge.bundle import InputSpec, preprocess
-    from trainer.synth import render_field
+    from trainer.synth.fields import render_field
 
     if args.threads is not None:
         cv2.setNumThreads(args.threads)

@@ -20,7 +20,7 @@ from edge.errors import BadInput, LeukedgeError
 from leukedge import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("trainer.synth_cli", "write procedural Wright-Giemsa smear fields in the ALL layout (and a video)"),
+    "synth": ("trainer.synth.cli", "write procedural Wright-Giemsa smear fields in the ALL layout (and a video)"),
     "train": ("trainer.train_cli", "train MobileNetV2 or the custom CNN on an ALL-layout folder"),
     "evaluate": ("trainer.evaluate_cli", "score a trained RUN on any folder, same report format"),
     "robustness": ("trainer.robustness_cli", "score a RUN or BUNDLE under stain and acquisition shifts"),

@@ -46,10 +46,10 @@ def _copy(src: Path, tmp_path: Path, name: str) -> Path:
 
 
 def small_dataset(per_class: int = 16, size: int = 64, seed: int = 0) -> Path:
-    """A cached synthetic ALL-layout folder (trainer.synth.generate_dataset)."""
+    """A cached synthetic ALL-layout folder (trainer.synth.fields.generate_dataset)."""
     key = (per_class, size, seed)
     if key not in _DATA:
-        from trainer.synth import generate_dataset
+        from trainer.synth.fields import generate_dataset
 
         out = _cache_root() / f"data-{per_class}-{size}-{seed}"
         generate_dataset(out, per_class=per_class, size=size, seed=seed, progress=False)

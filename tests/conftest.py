@@ -23,7 +23,7 @@ def broker(tmp_path):
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory):
     """A small synthetic data set in the ALL layout: 12 fields per class at 64 px."""
-    from trainer.synth import generate_dataset
+    from trainer.synth.fields import generate_dataset
 
     out = tmp_path_factory.mktemp("synth")
     generate_dataset(out, per_class=12, size=64, seed=0)

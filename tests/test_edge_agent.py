@@ -39,7 +39,7 @@ def bundle(tmp_path_factory):
 @pytest.fixture
 def folder(tmp_path):
     """Six distinct synthetic smear fields as JPEG files."""
-    from trainer.synth import render_field
+    from trainer.synth.fields import render_field
 
     rng = np.random.default_rng(0)
     out = tmp_path / "frames"
@@ -102,7 +102,7 @@ def run_in_thread(agent: Agent) -> threading.Thread:
 
 
 def test_video_run_results_samples_info_match_schema(tmp_path, bundle, broker):
-    from trainer.smear_video import write_video
+    from trainer.synth.video import write_video
 
     meta = write_video(tmp_path / "v.mp4", n_fields=4, size=320, seed=1, fps=15)
     sub = Subscriber(broker.port)
@@ -252,7 +252,7 @@ def test_preprocessing_parity_with_trainer_and_converter(tmp_path, bundle):
     from edge.bundle import preprocess, read_image
     from edge.sources import make_source
     from trainer.data import Item, load_images
-    from trainer.synth import render_field
+    from trainer.synth.fields import render_field
 
     rng = np.random.default_rng(3)
     folder = tmp_path / "Original" / "Benign"

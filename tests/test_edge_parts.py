@@ -160,7 +160,7 @@ def test_result_log_rotates(tmp_path):
 
 @pytest.mark.parametrize("seed", [0, 4])
 def test_gate_classifies_each_still_sharp_field_once(tmp_path, seed):
-    from trainer.smear_video import write_video
+    from trainer.synth.video import write_video
 
     meta = write_video(tmp_path / "v.mp4", n_fields=6, size=320, seed=seed, fps=15)
     src = make_source(str(tmp_path / "v.mp4")).open()

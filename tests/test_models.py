@@ -36,7 +36,7 @@ def tinted_dataset(root, per_class=48, size=32, seed=0):
     import cv2
 
     from edge.bundle import LABELS
-    from trainer.synth import file_name, render_field
+    from trainer.synth.fields import file_name, render_field
 
     tints = np.array([[1.0, 0.55, 0.55], [0.55, 1.0, 0.55], [0.55, 0.55, 1.0], [1.0, 1.0, 0.45]])
     rng = np.random.default_rng(seed)

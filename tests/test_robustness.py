@@ -10,7 +10,7 @@ import pytest
 
 from edge.bundle import LABELS
 from trainer.shifts import LEVELS, SHIFTS, apply_shift, apply_to_batch
-from trainer.synth import render_field
+from trainer.synth.fields import render_field
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_robustness_on_a_bundle_runs_the_edge_backend(tmp_path, synth_data):
 @pytest.fixture(scope="module")
 def shortcut_folders(tmp_path_factory):
     """Stain hue follows the class in `train` and `fresh` (synth --shortcut), not in `decorrelated`."""
-    from trainer.synth import generate_dataset
+    from trainer.synth.fields import generate_dataset
 
     root = tmp_path_factory.mktemp("shortcut")
     for name, seed, shortcut in (("train", 11, True), ("fresh", 12, True), ("decorrelated", 21, False)):

@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 from edge import stain
 from edge.bundle import InputSpec, StainNorm, preprocess
 from edge.errors import BadInput
-from trainer.synth import AZURE_OD, EOSIN_OD, render_field
+from trainer.synth.fields import AZURE_OD, EOSIN_OD, render_field
 
 METHODS = ("reinhard", "macenko")
 # One reference staining; tests change one property of it at a time.

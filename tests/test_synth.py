@@ -11,8 +11,8 @@ import pytest
 from edge.bundle import LABELS
 from edge.errors import BadInput
 from leukedge.cli import main
-from trainer.smear_video import write_video
-from trainer.synth import generate_dataset, image_seed, image_style, render_field
+from trainer.synth.video import write_video
+from trainer.synth.fields import generate_dataset, image_seed, image_style, render_field
 
 NAMES = {"Benign": "WBC-Benign", "Early": "WBC-Malignant-Early", "Pre": "WBC-Malignant-Pre", "Pro": "WBC-Malignant-Pro"}
 

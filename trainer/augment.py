@@ -15,9 +15,10 @@ from edge.errors import BadInput
 _ROTATE = {1: 2, 2: 1, 3: 0}  # rot90 k (counter-clockwise) -> cv2.ROTATE_* code
 
 
-def _grey_axis_rotations(degrees: np.ndarray) -> np.ndarray:
+def grey_axis_rotations(degrees) -> np.ndarray:
     """(B,) degrees -> (B, 3, 3) rotations of RGB space about the grey axis (1,1,1) (Rodrigues):
-    a hue shift that keeps grey grey. Vectorised so the per-image loop holds the GIL briefly."""
+    a hue shift that keeps grey grey. Vectorised so the per-image loop holds the GIL briefly.
+    The smear generator rotates its stain hue with the same matrices."""
     t = np.radians(np.asarray(degrees, np.float64))[:, None, None]
     u = np.full(3, 1 / math.sqrt(3))
     cross = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
@@ -67,7 +68,7 @@ def augment_batch(
     contrasts = 1 + rng.uniform(-contrast, contrast, b)
     hues = rng.uniform(-hue_degrees, hue_degrees, b)
     matrices = np.empty((b, 3, 4), np.float32)
-    matrices[:, :, :3] = (gains * contrasts)[:, None, None] * _grey_axis_rotations(hues)
+    matrices[:, :, :3] = (gains * contrasts)[:, None, None] * grey_axis_rotations(hues)
     offsets = (gains * (1 - contrasts)).astype(np.float32)
     for i in range(b):
         img = _symmetry(x[i], int(ks[i]), int(flips[i]))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from edge.bundle import decode_image
-from edge.errors import BadFrame
+from edge.bundle import read_image
 from edge.sources.base import Frame, Source, SourceError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -34,9 +33,5 @@ class FolderSource(Source):
         path, index = self._files[self._i], self._i
         self._i += 1
         t0 = time.perf_counter()
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise BadFrame(f"{path}: cannot read ({exc.strerror or exc})") from None
-        image = decode_image(data, str(path))
+        image = read_image(path)
         return Frame(image, index, path.name, (time.perf_counter() - t0) * 1e3)

@@ -17,7 +17,7 @@ import numpy as np
 
 from edge.bundle import LABELS
 from edge.errors import BadInput, LeukedgeError
-from trainer.synth import RBC_RADIUS, illumination, render_field, sample_style
+from trainer.synth.fields import RBC_RADIUS, illumination, render_field, sample_style
 
 CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 CANVAS = 1.6         # field canvas width, in frame widths: the pan between fields

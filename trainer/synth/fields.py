@@ -2,7 +2,7 @@
 
 The real ALL images cannot be redistributed, so the kit's demo and tests train on
 these fields. The four classes differ in leukocyte morphology (see
-`trainer.smear_cells.LEUKOCYTE_TYPES`), while stain hue, stain strength, illumination,
+`trainer.synth.cells.LEUKOCYTE_TYPES`), while stain hue, stain strength, illumination,
 blur, noise, magnification and red-cell density are drawn independently of the class,
 so colour statistics alone cannot separate them. `shortcut=True` deliberately breaks
 that: each class gets its own stain-hue offset, for testing that reports catch a model
@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from edge.bundle import LABELS
 from edge.errors import BadInput
-from trainer.smear_cells import LEUKOCYTE_TYPES, draw_leukocyte, draw_rbc, place_leukocytes, place_rbcs
+from trainer.augment import grey_axis_rotations
+from trainer.synth.cells import LEUKOCYTE_TYPES, draw_leukocyte, draw_rbc, place_leukocytes, place_rbcs
 
 FILE_PREFIX = {
     "Benign": "WBC-Benign",
@@ -62,14 +63,6 @@ def sample_style(rng: np.random.Generator) -> dict:
     }
 
 
-def hue_rotation(deg: float) -> np.ndarray:
-    """3x3 matrix rotating RGB about the grey axis: a stain-hue shift that leaves white white."""
-    a = np.deg2rad(deg)
-    k = np.full(3, 1 / np.sqrt(3))
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return (np.eye(3) * np.cos(a) + np.sin(a) * kx + (1 - np.cos(a)) * np.outer(k, k)).astype(np.float32)
-
-
 def render_field(rng: np.random.Generator, label: str, size: int, **style) -> np.ndarray:
     """One smear field (RGB uint8, size x size) showing 1-4 leukocytes of class `label`.
 
@@ -99,7 +92,7 @@ def render_field(rng: np.random.Generator, label: str, size: int, **style) -> np
 
     od = cv2.transform(cv2.merge([eosin, azure]), np.stack([s["eosin_od"], s["azure_od"]], 1).astype(np.float32))
     img = np.exp(-od) * illumination(size, s)[..., None] * (0.965 + s["tint"]).astype(np.float32)
-    img = cv2.transform(img, hue_rotation(s["hue_deg"]))
+    img = cv2.transform(img, grey_axis_rotations([s["hue_deg"]])[0].astype(np.float32))
     sigma = max(s["blur"] * px, MIN_BLUR)
     img = cv2.GaussianBlur(img, (0, 0), sigma)
     img += rng.standard_normal(img.shape, dtype=np.float32) * s["noise"]

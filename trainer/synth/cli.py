@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         if args.per_class is None:
             raise BadInput("synth: --per-class N is required with --out")
-        from trainer.synth import generate_dataset
+        from trainer.synth.fields import generate_dataset
 
         counts = generate_dataset(args.out, args.per_class, size=args.size, seed=args.seed,
                                   shortcut=args.shortcut, progress=args.progress)
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"synth: wrote {sum(counts.values())} fields at {args.size} px ({kind}, seed {args.seed}) "
               f"to {args.out / 'Original'}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if args.video is not None:
-        from trainer.smear_video import write_video
+        from trainer.synth.video import write_video
 
         if args.video_fields < 1:
             raise BadInput(f"synth: --video-fields must be at least 1, got {args.video_fields}")
