@@ -13,7 +13,8 @@ from hypothesis.extra.numpy import arrays
 from edge import stain
 from edge.bundle import InputSpec, StainNorm, preprocess
 from edge.errors import BadInput
-from trainer.synth.fields import AZURE_OD, EOSIN_OD, render_field
+from trainer.synth.fields import render_field
+from trainer.synth.style import AZURE_OD, EOSIN_OD
 
 METHODS = ("reinhard", "macenko")
 # One reference staining; tests change one property of it at a time.

@@ -1,4 +1,5 @@
-"""The procedural smear generator: layout, determinism, morphology vs colour, shortcut, video, CLI."""
+"""The procedural smear generator: layout, determinism, the ALL set's scale, morphology vs colour, sessions,
+shortcut, video slides, CLI."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 from edge.bundle import LABELS
 from edge.errors import BadInput
 from leukedge.cli import main
+from trainer.synth.fields import N_SESSIONS, generate_dataset, image_seed, image_style, render, render_field
+from trainer.synth.style import AZURE_OD, EOSIN_OD, background_tint
 from trainer.synth.video import write_video
-from trainer.synth.fields import generate_dataset, image_seed, image_style, render_field
 
 NAMES = {"Benign": "WBC-Benign", "Early": "WBC-Malignant-Early", "Pre": "WBC-Malignant-Pre", "Pro": "WBC-Malignant-Pro"}
 
@@ -21,12 +23,16 @@ def _files(root):
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.jpg"))
 
 
-def _fields(label, n, size=64, seed=5, shortcut=False):
+def _renders(label, n, size=64, seed=5, shortcut=False):
     out = []
     for i in range(1, n + 1):
         rng = image_seed(seed, label, i)
-        out.append(render_field(rng, label, size, **image_style(rng, label, shortcut)))
+        out.append(render(rng, label, size, **image_style(rng, label, shortcut, seed)))
     return out
+
+
+def _fields(label, n, size=64, seed=5, shortcut=False):
+    return [f.image for f in _renders(label, n, size, seed, shortcut)]
 
 
 def test_layout_and_file_names(tmp_path):
@@ -38,6 +44,7 @@ def test_layout_and_file_names(tmp_path):
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8
     meta = json.loads((tmp_path / "synth.json").read_text())
     assert meta["seed"] == 0 and meta["shortcut"] is False and meta["counts"] == counts
+    assert meta["look"] == "all" and meta["sessions"] == N_SESSIONS
 
 
 def test_same_seed_same_bytes_and_independent_of_count(tmp_path):
@@ -57,9 +64,117 @@ def test_render_field_shape_and_range(size):
     assert 150 < np.percentile(img, 90) and img.min() < 150  # light background, darker cells
 
 
-def test_unknown_label_is_bad_input():
+def test_unknown_label_or_look_is_bad_input(tmp_path):
     with pytest.raises(BadInput, match="unknown class"):
         render_field(np.random.default_rng(0), "Blast", 64)
+    with pytest.raises(BadInput, match="unknown look"):
+        generate_dataset(tmp_path, 1, look="wide")
+
+
+def _labelled(layer, threshold=0.05):
+    """Label image and areas (index = label) of a density layer's connected regions."""
+    _, labels, stats, _ = cv2.connectedComponentsWithStats((layer > threshold).astype(np.uint8), connectivity=8)
+    return labels, stats[:, cv2.CC_STAT_AREA]
+
+
+def _single_cell_areas(layer, cells, size):
+    """Areas of the regions that hold exactly one of `cells` (x, y, r), for cells wholly inside the field."""
+    labels, areas = _labelled(layer)
+    hit = [labels[int(y), int(x)] if 0 <= x < size and 0 <= y < size else 0 for x, y, _ in cells]
+    return [areas[h] for (x, y, r), h in zip(cells, hit)
+            if h and hit.count(h) == 1 and r < x < size - r and r < y < size - r]
+
+
+def test_default_look_has_the_all_sets_scale_and_crowding():
+    """Measured on drawn masks of 224 px fields: red cells 14-20 px, 60-150, touching; leukocytes 25-45 px, 1-15."""
+    rbc_d, wbc_d, n_rbc, n_wbc, touching, bars = [], [], [], [], [], []
+    for i in range(24):
+        label = LABELS[i % 4]
+        f = render(image_seed(11, label, i), label, 224)
+        assert len(_labelled(f.azure)[1]) - 1 <= len(f.wbcs)  # leukocytes may touch, never overlap
+        wbc_d += [2 * np.sqrt(a / np.pi) for a in _single_cell_areas(f.azure, f.wbcs, 224)]
+        rbc_d += [2 * np.sqrt(a / np.pi) for a in _single_cell_areas(f.rbc, f.rbcs, 224)]
+        n_rbc.append(len(f.rbcs))
+        n_wbc.append(len(f.wbcs))
+        c = np.array(f.rbcs)
+        d = np.hypot(c[:, None, 0] - c[None, :, 0], c[:, None, 1] - c[None, :, 1]) + np.eye(len(c)) * 1e9
+        touching.append(np.mean(np.min(d - c[:, None, 2] - c[None, :, 2], axis=1) < 0.5))
+        bars.append(f.image[-6:, -30:].min() < 80)
+    assert 14 <= np.median(rbc_d) <= 20 and 12 < np.percentile(rbc_d, 5) and np.percentile(rbc_d, 95) < 22, rbc_d
+    assert 60 <= min(n_rbc) and max(n_rbc) <= 150 and np.ptp(n_rbc) > 40, n_rbc
+    assert np.mean(touching) > 0.3  # most red cells touch or overlap a neighbour
+    assert 1 <= min(n_wbc) and max(n_wbc) <= 15 and max(n_wbc) >= 6, n_wbc
+    assert 27 <= np.median(wbc_d) <= 42 and 20 < np.percentile(wbc_d, 5) and np.percentile(wbc_d, 95) < 50, wbc_d
+    assert 0.6 <= np.mean(bars) < 1.0  # a scale-bar label in most fields, not all
+
+
+def test_closeup_look_is_three_times_the_magnification():
+    f = render(np.random.default_rng(2), "Pre", 224, "closeup", scale=1.0)
+    radii = [r for *_, r in f.rbcs]
+    assert 14 < np.median(radii) < 19 and len(f.rbcs) <= 28 and len(f.wbcs) <= 4
+
+
+def _mode_colour(img):
+    """The median colour of the lightest quarter of pixels: the background."""
+    x = img.reshape(-1, 3)
+    light = x[x.sum(1) >= np.percentile(x.sum(1), 75)]
+    return np.median(light, axis=0)
+
+
+def _chromaticity(rgb):
+    """Colour without brightness: each channel's share of the sum, in thousandths."""
+    return 1000 * np.asarray(rgb, float) / np.sum(rgb)
+
+
+FLAT = dict(hue_deg=0.0, brightness=0.97, vignette=0.0, gradient=(0.0, 0.0), blur=0.5, noise=0.003,
+            scale_bar=False, n_wbc=1, rbc_density=0.45, eosin_od=EOSIN_OD, azure_od=AZURE_OD)
+
+
+def test_background_and_red_cells_span_the_all_sets_colours():
+    """Background from pale yellow-white to lilac; red cells from pink to grey-lilac (stain, not class)."""
+    yellow = _mode_colour(render_field(np.random.default_rng(0), "Pre", 224, rbc_azure=0.0, **FLAT,
+                                       tint=background_tint(0.0)))
+    lilac = _mode_colour(render_field(np.random.default_rng(0), "Pre", 224, rbc_azure=0.0, **FLAT,
+                                      tint=background_tint(1.0)))
+    assert yellow.min() > 200 and lilac.min() > 200  # pale
+    assert yellow[2] < yellow[1] <= yellow[0]        # blue lowest: yellow-white
+    assert lilac[1] < min(lilac[0], lilac[2]) - 5    # green lowest: lilac
+
+    def rbc_colour(rbc_azure):
+        f = render(np.random.default_rng(1), "Pre", 224, rbc_azure=rbc_azure, tint=background_tint(0.5), **FLAT)
+        return f.image[(f.rbc > 0.3) & (f.azure == 0)].mean(0)
+
+    pink, grey = rbc_colour(0.0), rbc_colour(0.6)
+    assert pink[0] - pink[1] > 30 and pink[2] > pink[1]   # pink: red well above green, blue above green
+    assert grey[0] - grey[1] < 0.7 * (pink[0] - pink[1])  # greyer
+    assert grey[2] - grey[0] > pink[2] - pink[0] + 10     # and bluer: lilac
+
+
+def test_sessions_are_shared_by_classes_and_alike_within():
+    """Every class draws from every capture session; fields of one session look alike, sessions differ."""
+    seen = {label: set() for label in LABELS}
+    colours: dict[int, list] = {}
+    for label in LABELS:
+        for i in range(1, 31):
+            rng = image_seed(3, label, i)
+            style = image_style(rng, label, False, seed=3)
+            seen[label].add(style["session"])
+            if i <= 12:
+                colours.setdefault(style["session"], []).append(_red_cell_chromaticity(render(rng, label, 96, **style)))
+            assert image_style(image_seed(3, label, i), label, True)["session"] == LABELS.index(label)
+    assert all(len(s) >= N_SESSIONS - 1 for s in seen.values()), seen
+    table = np.array([[sum(image_style(image_seed(4, label, i), label, False, 4)["session"] == k for i in range(300))
+                       for k in range(N_SESSIONS)] for label in LABELS])
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
+    assert ((table - expected) ** 2 / expected).sum() < 37.7, table  # chi-square, 15 dof, p = 0.001: independent
+    means = np.array([np.mean(v, 0) for v in colours.values() if len(v) > 2])
+    within = np.mean([np.std(v, 0).mean() for v in colours.values() if len(v) > 2])
+    assert np.std(means, 0).mean() > 2 * within, (means, within)
+
+
+def _red_cell_chromaticity(field):
+    """Mean chromaticity of red-cell pixels away from leukocytes: the stain's colour."""
+    return _chromaticity(field.image[(field.rbc > 0.3) & (field.azure == 0)].mean(0))
 
 
 def _nucleus_and_cytoplasm(img):
@@ -69,18 +184,18 @@ def _nucleus_and_cytoplasm(img):
     return nucleus, (b - r > 20) & ~nucleus
 
 
-NEUTRAL = dict(hue_deg=0.0, brightness=0.97, vignette=0.0, gradient=(0.0, 0.0), blur=0.5, noise=0.005,
-               scale=1.0, n_wbc=1, rbc_coverage=0.2, rbc_density=0.45, tint=np.zeros(3, np.float32),
-               eosin_od=np.array([0.25, 0.72, 0.64], np.float32), azure_od=np.array([0.85, 0.8, 0.3], np.float32))
+NEUTRAL = dict(FLAT, noise=0.005, scale=1.0, n_rbc=60, rbc_azure=0.0, tint=np.zeros(3, np.float32))
 
 
-def test_classes_differ_in_morphology():
+@pytest.mark.parametrize("look, size", [("all", 224), ("closeup", 96)])
+def test_classes_differ_in_morphology(look, size):
     """Under one fixed stain: Benign nuclei are smallest, Early has the highest N:C ratio, Pre the lowest."""
     area, nc = {}, {}
     for label in LABELS:
         a, r = [], []
         for i in range(1, 16):
-            nuc, cyto = _nucleus_and_cytoplasm(render_field(image_seed(7, label, i), label, 96, **NEUTRAL))
+            img = render_field(image_seed(7, label, i), label, size, look, **NEUTRAL)
+            nuc, cyto = _nucleus_and_cytoplasm(img)
             a.append(nuc.sum())
             r.append(nuc.sum() / (nuc.sum() + cyto.sum()))
         area[label], nc[label] = np.mean(a), np.mean(r)
@@ -95,29 +210,31 @@ def test_dark_fraction_differs_under_random_stains():
         gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(float)
         return float((gray < 0.6 * np.percentile(gray, 90)).mean())
 
-    benign = np.mean([dark(x) for x in _fields("Benign", 30)])
-    assert np.mean([dark(x) for x in _fields("Early", 30)]) > 1.5 * benign
-    assert np.mean([dark(x) for x in _fields("Pro", 30)]) > 1.3 * benign
+    benign = np.mean([dark(x) for x in _fields("Benign", 30, size=128)])
+    assert np.mean([dark(x) for x in _fields("Early", 30, size=128)]) > 1.5 * benign
+    assert np.mean([dark(x) for x in _fields("Pro", 30, size=128)]) > 1.3 * benign
 
 
-def _red_cell_hue(img):
-    """Hue (degrees) of the lightly stained pixels' optical density: the stain's colour, not the cells' amount."""
-    x = img.reshape(-1, 3).astype(float) + 1
-    od = -np.log(np.minimum(x / np.percentile(x, 97, axis=0), 1))
-    s = od.sum(1)
-    r, g, b = od[(s > 0.2) & (s < 0.8)].mean(0)
+def _red_cell_hue(field):
+    """Hue (degrees) of the red cells' mean optical density: the stain's colour, not the cells' amount."""
+    x = field.image[(field.rbc > 0.3) & (field.azure == 0)].astype(float) + 1
+    white = np.percentile(field.image.reshape(-1, 3), 97, axis=0) + 1
+    r, g, b = -np.log(np.minimum(x / white, 1)).mean(0)
     return (np.degrees(np.arctan2(np.sqrt(3) * (g - b), 2 * r - g - b)) - 150 + 180) % 360 - 180
 
 
 def test_stain_hue_overlaps_without_shortcut_and_separates_with_it():
     for shortcut in (False, True):
-        hues = {label: [_red_cell_hue(x) for x in _fields(label, 30, shortcut=shortcut)] for label in LABELS}
+        hues = {label: [_red_cell_hue(f) for f in _renders(label, 30, size=96, shortcut=shortcut)]
+                for label in LABELS}
         means = np.array([np.mean(hues[label]) for label in LABELS])
         spread = np.mean([np.std(hues[label]) for label in LABELS])
         if shortcut:  # classes ordered by their hue offset, each well apart
             assert np.all(np.diff(means) > 2 * spread), (means, spread)
-        else:
-            assert means.max() - means.min() < 0.8 * spread, (means, spread)
+        else:  # every class sees every session: each class's usual hues cover every other class's median
+            for label in LABELS:
+                lo, hi = np.percentile(hues[label], [10, 90])
+                assert all(lo < np.median(hues[other]) < hi for other in LABELS), (label, lo, hi, hues)
 
 
 @pytest.mark.slow
@@ -159,13 +276,14 @@ def _sharpness(frame):
 @pytest.mark.parametrize("name", ["slide.mp4", "slide.avi"])
 def test_video_is_readable_and_sidecar_marks_still_sharp_fields(tmp_path, name):
     path = tmp_path / name
-    labels = ["Pro", "Benign", "Early", "Pre"]
-    meta = write_video(path, n_fields=4, size=128, seed=2, fps=10, labels=labels)
-    assert json.loads((tmp_path / (name + ".json")).read_text())["fields"] == meta["fields"]
+    meta = write_video(path, n_fields=5, size=128, seed=2, fps=10, labels=["Pro", "Benign", "Early"], per_slide=2)
+    sidecar = json.loads((tmp_path / (name + ".json")).read_text())
+    assert sidecar["fields"] == meta["fields"] and sidecar["slides"] == meta["slides"]
     frames = _read_frames(path)
     assert len(frames) == meta["n_frames"] == len(meta["frame_kinds"])
     assert frames[0].shape == (128, 128, 3)
-    assert [f["label"] for f in meta["fields"]] == labels
+    assert [f["label"] for f in meta["fields"]] == ["Pro", "Pro", "Benign", "Benign", "Early"]
+    assert [f["slide"] for f in meta["fields"]] == [0, 0, 1, 1, 2]
 
     sharp = [_sharpness(f) for f in frames]
     blurred = [i for i, k in enumerate(meta["frame_kinds"]) if k == "blurred"]
@@ -185,11 +303,33 @@ def test_video_is_readable_and_sidecar_marks_still_sharp_fields(tmp_path, name):
         assert noise < 4 and pan > 2 * noise
 
 
+def test_video_slides_are_patients_with_time_to_change_samples(tmp_path):
+    """One slide = one class; a slide change leaves a lab system at least a second of non-still frames."""
+    meta = write_video(tmp_path / "v.avi", n_fields=6, size=96, seed=3, fps=10, per_slide=3)
+    slides, kinds = meta["slides"], meta["frame_kinds"]
+    assert [s["fields"] for s in slides] == [[0, 3], [3, 6]] and slides[0]["label"] != slides[1]["label"]
+    assert slides[0]["frames"][0] == 0 and slides[0]["frames"][1] == slides[1]["frames"][0]
+    assert slides[-1]["frames"][1] == meta["n_frames"]
+    for s in slides:
+        fields = meta["fields"][s["fields"][0]:s["fields"][1]]
+        assert {f["label"] for f in fields} == {s["label"]} and {f["slide"] for f in fields} == {s["slide"]}
+        assert s["frames"][0] <= fields[0]["still"][0] and fields[-1]["still"][1] == s["frames"][1]
+    change = kinds[slides[0]["frames"][1]:meta["fields"][3]["still"][0]]
+    assert len(change) >= meta["fps"] and "still" not in change
+
+
+def test_video_default_labels_use_every_class(tmp_path):
+    meta = write_video(tmp_path / "v.avi", n_fields=4, size=64, seed=9, fps=2, per_slide=1, look="closeup")
+    assert sorted(s["label"] for s in meta["slides"]) == sorted(LABELS) and meta["look"] == "closeup"
+
+
 def test_video_bad_inputs(tmp_path):
     with pytest.raises(BadInput, match=".mp4 or .avi"):
         write_video(tmp_path / "v.mkv", n_fields=1, size=64)
     with pytest.raises(BadInput, match="labels"):
-        write_video(tmp_path / "v.mp4", n_fields=2, size=64, labels=["Benign", "Blast"])
+        write_video(tmp_path / "v.mp4", n_fields=2, size=64, labels=["Benign", "Blast"], per_slide=1)
+    with pytest.raises(BadInput, match="one per slide"):
+        write_video(tmp_path / "v.mp4", n_fields=4, size=64, labels=["Benign", "Pro", "Pre"], per_slide=2)
 
 
 def test_cli_writes_data_and_video(tmp_path, capsys):
@@ -200,7 +340,7 @@ def test_cli_writes_data_and_video(tmp_path, capsys):
     assert len(_files(out)) == 8
     assert len(_read_frames(tmp_path / "v.avi")) == json.loads((tmp_path / "v.avi.json").read_text())["n_frames"]
     printed = capsys.readouterr().out
-    assert "wrote 8 fields" in printed and "v.avi" in printed
+    assert "wrote 8 all fields" in printed and "v.avi" in printed and "1 slides of 2 fields" in printed
 
 
 def _exit_code(argv):

@@ -1,21 +1,24 @@
-"""Procedural Wright-Giemsa smear fields at 100x, written in the ALL data set's layout.
+"""Procedural Wright-Giemsa smear fields, written in the ALL data set's layout.
 
 The real ALL images cannot be redistributed, so the kit's demo and tests train on
 these fields. The four classes differ in leukocyte morphology (see
-`trainer.synth.cells.LEUKOCYTE_TYPES`), while stain hue, stain strength, illumination,
-blur, noise, magnification and red-cell density are drawn independently of the class,
-so colour statistics alone cannot separate them. `shortcut=True` deliberately breaks
-that: each class gets its own stain-hue offset, for testing that reports catch a model
-(or baseline) that learns colour instead of cells.
+`trainer.synth.cells.LEUKOCYTE_TYPES`), while stain, illumination, blur, noise,
+magnification, crowding and the scale-bar label are drawn independently of the class,
+so colour statistics alone cannot separate them. A data set's fields come from a few
+capture sessions with strongly different stains (see `trainer.synth.style`), assigned
+regardless of class. `shortcut=True` deliberately breaks that: each class is its own
+session, for testing that reports catch a model (or baseline) that learns colour
+instead of cells.
 
 Every image has its own child seed `SeedSequence([seed, class, number])`, so a file's
-bytes depend only on (seed, class, number, size, shortcut), never on generation order.
+bytes depend only on (seed, class, number, size, look, shortcut), never on generation order.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -23,7 +26,9 @@ from tqdm import tqdm
 from edge.bundle import LABELS
 from edge.errors import BadInput
 from trainer.augment import grey_axis_rotations
-from trainer.synth.cells import LEUKOCYTE_TYPES, draw_leukocyte, draw_rbc, place_leukocytes, place_rbcs
+from trainer.synth.cells import LEUKOCYTE_TYPES, draw_leukocyte, draw_rbcs, place_leukocytes, place_rbcs
+from trainer.synth.style import (LOOKS, class_stain, draw_scale_bar, field_stain, illumination, sample_style,
+                                 session_stain)
 
 FILE_PREFIX = {
     "Benign": "WBC-Benign",
@@ -31,40 +36,28 @@ FILE_PREFIX = {
     "Pre": "WBC-Malignant-Pre",
     "Pro": "WBC-Malignant-Pro",
 }
-# stain optical density per unit density (R, G, B): eosin absorbs green, azure red and green
-EOSIN_OD = np.array([0.25, 0.72, 0.64], np.float32)
-AZURE_OD = np.array([0.85, 0.80, 0.30], np.float32)
-HUE_RANGE = 36.0                     # hue rotation drawn from +-HUE_RANGE degrees, any class
-# shortcut=True: (hue offset deg, eosin strength, azure strength) per class, all inside the normal ranges
-SHORTCUT_STAIN = {"Benign": (-27.0, 1.0, 0.9), "Early": (-9.0, 1.1, 1.0), "Pre": (9.0, 0.9, 1.1), "Pro": (27.0, 0.95, 0.95)}
-SHORTCUT_JITTER = 4.0                # +- degrees around the class offset with shortcut=True
-RBC_RADIUS = 0.075                   # red-cell radius as a fraction of the field at 1x scale
+N_SESSIONS = 6                       # capture sessions per data set (each a stain)
 JPEG_QUALITY = 95
 MIN_BLUR = 0.3                       # px: optics and the camera never give pixel-sharp polygon edges
 
 
-def sample_style(rng: np.random.Generator) -> dict:
-    """Acquisition and staining conditions for one field, independent of its class."""
-    thickness = rng.uniform(0.65, 1.35)  # smear thickness and staining time scale both stains
-    return {
-        "hue_deg": float(rng.uniform(-HUE_RANGE, HUE_RANGE)),
-        "eosin_od": EOSIN_OD * rng.uniform(0.75, 1.3) * thickness + rng.normal(0, 0.04, 3).astype(np.float32),
-        "azure_od": AZURE_OD * rng.uniform(0.75, 1.3) * thickness + rng.normal(0, 0.04, 3).astype(np.float32),
-        "brightness": float(rng.uniform(0.86, 1.02)),
-        "tint": rng.uniform(-0.03, 0.03, 3).astype(np.float32),
-        "vignette": float(rng.uniform(0.0, 0.18)),
-        "gradient": rng.uniform(-0.06, 0.06, 2),
-        "blur": float(rng.uniform(0.3, 1.3)),          # optical blur sigma, px at 224
-        "noise": float(rng.uniform(0.004, 0.02)),       # sensor noise sigma, fraction of full scale
-        "rbc_coverage": float(rng.uniform(0.12, 0.5)),
-        "rbc_density": float(rng.uniform(0.35, 0.55)),
-        "scale": float(rng.uniform(0.78, 1.25)),        # magnification / cell-size jitter
-        "n_wbc": int(rng.choice([1, 2, 3, 4], p=[0.45, 0.3, 0.15, 0.1])),
-    }
+class Field(NamedTuple):
+    """A rendered field and what was drawn on it (positions in px), for tests that measure it."""
+
+    image: np.ndarray                          # RGB uint8
+    rbcs: list[tuple[float, float, float]]     # red cells (x, y, r)
+    wbcs: list[tuple[float, float, float]]     # leukocytes (x, y, r)
+    azure: np.ndarray                          # azure density before colour: leukocytes only
+    rbc: np.ndarray                            # red-cell density before colour
 
 
-def render_field(rng: np.random.Generator, label: str, size: int, **style) -> np.ndarray:
-    """One smear field (RGB uint8, size x size) showing 1-4 leukocytes of class `label`.
+def render_field(rng: np.random.Generator, label: str, size: int, look: str = "all", **style) -> np.ndarray:
+    """One smear field (RGB uint8, size x size) showing leukocytes of class `label`."""
+    return render(rng, label, size, look, **style).image
+
+
+def render(rng: np.random.Generator, label: str, size: int, look: str = "all", **style) -> Field:
+    """`render_field` with what it drew.
 
     Any key of `sample_style` may be fixed through `style`; `unit` (red-cell radius in
     px) overrides the size-relative scale and `spread` (0..1) limits where leukocytes
@@ -74,21 +67,28 @@ def render_field(rng: np.random.Generator, label: str, size: int, **style) -> np
 
     if label not in LEUKOCYTE_TYPES:
         raise BadInput(f"synth: unknown class {label!r} (expected one of {', '.join(LABELS)})")
-    s = sample_style(rng)
+    if look not in LOOKS:
+        raise BadInput(f"synth: unknown look {look!r} (expected one of {', '.join(LOOKS)})")
+    lk = LOOKS[look]
+    s = sample_style(rng, lk)
     s.update(style)
-    unit = s.get("unit") or RBC_RADIUS * size * s["scale"]
-    px = unit / (RBC_RADIUS * 224)  # pixels per pixel-at-224: blur scales with magnification
+    unit = s.get("unit") or lk.rbc_radius * size * s["scale"]
+    px = unit / (lk.rbc_radius * 224)  # pixels per pixel-at-224: blur scales with magnification
     kind = LEUKOCYTE_TYPES[label]
 
-    eosin = np.full((size, size), 0.03, np.float32)  # plasma
+    rbc = np.zeros((size, size), np.float32)
     azure = np.zeros((size, size), np.float32)
-    wbcs = place_leukocytes(rng, size, unit, kind, s["n_wbc"], s.get("spread", 1.0))
-    for x, y, r in place_rbcs(rng, size, unit, s["rbc_coverage"], wbcs):
-        draw_rbc(eosin, rng, x, y, r, s["rbc_density"] * rng.uniform(0.9, 1.1))
+    eosin = np.full((size, size), 0.03, np.float32)  # plasma
+    wbcs = place_leukocytes(rng, size, unit, kind, s["n_wbc"], s.get("spread", 1.0), lk.wbc_scale)
+    rbcs = place_rbcs(rng, size, unit, s["n_rbc"], wbcs, lk.rbc_size, lk.rbc_gap)
+    draw_rbcs(rbc, rng, rbcs, s["rbc_density"])
     for x, y, r in wbcs:
         draw_leukocyte(eosin, azure, rng, x, y, unit, kind, r)
-    np.maximum(eosin, 0, out=eosin)
     np.maximum(azure, 0, out=azure)
+    leukocytes = azure.copy()
+    eosin += rbc * (1 - 0.5 * s["rbc_azure"])  # an alkaline stain turns red cells from pink to grey-lilac
+    azure += rbc * (0.8 * s["rbc_azure"])
+    np.maximum(eosin, 0, out=eosin)
 
     od = cv2.transform(cv2.merge([eosin, azure]), np.stack([s["eosin_od"], s["azure_od"]], 1).astype(np.float32))
     img = np.exp(-od) * illumination(size, s)[..., None] * (0.965 + s["tint"]).astype(np.float32)
@@ -96,15 +96,10 @@ def render_field(rng: np.random.Generator, label: str, size: int, **style) -> np
     sigma = max(s["blur"] * px, MIN_BLUR)
     img = cv2.GaussianBlur(img, (0, 0), sigma)
     img += rng.standard_normal(img.shape, dtype=np.float32) * s["noise"]
-    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def illumination(size: int, s: dict) -> np.ndarray:
-    """Köhler illumination that is not quite even: brightness, vignette and a linear tilt."""
-    c = (np.arange(size, dtype=np.float32) - size / 2) / (size / 2)
-    yy, xx = c[:, None], c[None, :]
-    gx, gy = s["gradient"]
-    return s["brightness"] * (1 - s["vignette"] * 0.5 * (xx * xx + yy * yy) + gx * xx + gy * yy)
+    img = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if s["scale_bar"]:
+        draw_scale_bar(img, unit)
+    return Field(img, rbcs, wbcs, leukocytes, rbc)
 
 
 def image_seed(seed: int, label: str, number: int) -> np.random.Generator:
@@ -112,19 +107,21 @@ def image_seed(seed: int, label: str, number: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, LABELS.index(label), number]))
 
 
-def image_style(rng: np.random.Generator, label: str, shortcut: bool) -> dict:
-    """Style overrides for one data-set image.
+def session_seed(seed: int, session: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, 0x5E55, session]))
 
-    With `shortcut` each class looks stained in its own batch: a class-specific hue
-    offset and a nearly fixed stain strength, as when every class of a data set was
-    collected in another session. Without it, nothing here depends on the class.
+
+def image_style(rng: np.random.Generator, label: str, shortcut: bool, seed: int = 0) -> dict:
+    """Stain overrides for one data-set image: its capture session's stain, drifted a little.
+
+    The session is drawn from the image's own generator, whatever its class. With
+    `shortcut` each class is one session of its own, as when every class of a data set
+    was collected on another day.
     """
-    if not shortcut:
-        return {}
-    hue, eosin, azure = SHORTCUT_STAIN[label]
-    return {"hue_deg": hue + float(rng.uniform(-SHORTCUT_JITTER, SHORTCUT_JITTER)),
-            "eosin_od": EOSIN_OD * eosin * float(rng.uniform(0.95, 1.05)),
-            "azure_od": AZURE_OD * azure * float(rng.uniform(0.95, 1.05))}
+    if shortcut:
+        return {**field_stain(rng, class_stain(label)), "session": LABELS.index(label)}
+    session = int(rng.integers(N_SESSIONS))
+    return {**field_stain(rng, session_stain(session_seed(seed, session))), "session": session}
 
 
 def file_name(label: str, number: int) -> str:
@@ -132,7 +129,7 @@ def file_name(label: str, number: int) -> str:
 
 
 def generate_dataset(out: Path, per_class: int, size: int = 224, seed: int = 0,
-                     shortcut: bool = False, progress: bool = True) -> dict[str, int]:
+                     shortcut: bool = False, progress: bool = True, look: str = "all") -> dict[str, int]:
     """Write out/Original/<Class>/WBC-...-NNN.jpg, `per_class` fields per class; return the counts.
 
     For a shortcut experiment call it twice: shortcut=True for the training folder and
@@ -145,6 +142,8 @@ def generate_dataset(out: Path, per_class: int, size: int = 224, seed: int = 0,
         raise BadInput(f"synth: --per-class must be at least 1, got {per_class}")
     if size < 32:
         raise BadInput(f"synth: --size must be at least 32 px, got {size}")
+    if look not in LOOKS:
+        raise BadInput(f"synth: unknown look {look!r} (expected one of {', '.join(LOOKS)})")
     if out.exists() and not out.is_dir():
         raise BadInput(f"synth: output {out} exists and is not a directory")
     total = per_class * len(LABELS)
@@ -155,7 +154,7 @@ def generate_dataset(out: Path, per_class: int, size: int = 224, seed: int = 0,
         folder.mkdir(parents=True, exist_ok=True)
         for number in range(1, per_class + 1):
             rng = image_seed(seed, label, number)
-            img = render_field(rng, label, size, **image_style(rng, label, shortcut))
+            img = render_field(rng, label, size, look, **image_style(rng, label, shortcut, seed))
             path = folder / file_name(label, number)
             if not cv2.imwrite(str(path), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
                 raise BadInput(f"synth: cannot write {path}")
@@ -163,7 +162,8 @@ def generate_dataset(out: Path, per_class: int, size: int = 224, seed: int = 0,
         counts[label] = per_class
     bar.close()
     meta = {"generator": "leukedge synth", "seed": seed, "size": size, "per_class": per_class,
-            "shortcut": shortcut, "counts": counts}
+            "look": look,
+            "sessions": len(LABELS) if shortcut else N_SESSIONS, "shortcut": shortcut, "counts": counts}
     (out / "synth.json").write_text(json.dumps(meta, indent=1) + "\n")
     return counts
 

@@ -1,11 +1,14 @@
-"""A short microscope video of consecutive smear fields, for testing the edge agent's gate.
+"""A short microscope video of a slide tray, for testing the edge agent's gate and sample pooling.
 
-The slide is a strip of wide field canvases rendered at frame magnification with one
-stain for the whole slide. The camera pans from field to field (moving, motion-blurred
-frames), sometimes hunts for focus (blurred frames), then rests about a second on each
-field (still, sharp frames that differ only by sensor noise). A JSON sidecar records,
-for every field, its label and the half-open frame range [start, stop) of the still
-sharp period, so a test can check that each such field is classified exactly once.
+One slide is one patient: its fields share a class and a stain, and the next slide
+brings another stain. The slides' field canvases, rendered at frame magnification, lie
+side by side on one strip. The camera pans from field to field (moving, motion-blurred
+frames), hunts for focus on every new slide and on every third field (blurred frames),
+then rests about a second on each field (still, sharp frames that differ only by
+sensor noise). The live picture carries no scale-bar label: capture software adds
+that to saved stills. A JSON sidecar records, for every field, its label, its slide and the
+half-open frame range [start, stop) of the still sharp period, and for every slide its
+frame range, where a lab system would close one sample and open the next.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import numpy as np
 
 from edge.bundle import LABELS
 from edge.errors import BadInput, LeukedgeError
-from trainer.synth.fields import RBC_RADIUS, illumination, render_field, sample_style
+from trainer.synth.fields import render_field
+from trainer.synth.style import LOOKS, STAIN_KEYS, illumination, sample_style
 
 CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 CANVAS = 1.6         # field canvas width, in frame widths: the pan between fields
@@ -26,20 +30,22 @@ FOCUS_BLUR = (8.0, 3.5)  # defocus while hunting, from -> to, px at 224
 SENSOR_NOISE = (0.003, 0.008)  # a microscope camera at video rate: quieter than the still fields
 
 
-def video_plan(n_fields: int, fps: int, rng: np.random.Generator) -> list[tuple[str, int, float, float]]:
+def video_plan(slide_of: list[int], fps: int) -> list[tuple[str, int, float, float]]:
     """Frame list (kind, field, position 0..n_fields-1 along the strip, defocus px at 224).
 
-    Every field: a pan from the previous one (`moving`), on every third field a focus
-    hunt (`blurred`), then `fps` frames of `still`.
+    Every field: a pan from the previous one (`moving`; a slide change takes a second),
+    a focus hunt (`blurred`) on a new slide and on every third field, then `fps` frames of `still`.
     """
     n_pan, n_focus = max(4, fps // 2), max(4, fps // 2)
     frames: list[tuple[str, int, float, float]] = []
-    for k in range(n_fields):
+    for k, slide in enumerate(slide_of):
+        new_slide = k == 0 or slide != slide_of[k - 1]
         start = k - 1.0 if k else -0.3
-        for i in range(1, n_pan + 1):
-            t = i / (n_pan + 1)
+        pan = max(n_pan, fps) if new_slide and k else n_pan
+        for i in range(1, pan + 1):
+            t = i / (pan + 1)
             frames.append(("moving", k, start + (k - start) * t * t * (3 - 2 * t), STILL_BLUR))
-        if k % 3 == 1:
+        if (new_slide and k) or k % 3 == 1:
             for i in range(n_focus):
                 frames.append(("blurred", k, float(k), FOCUS_BLUR[0] + (FOCUS_BLUR[1] - FOCUS_BLUR[0]) * i / n_focus))
         frames += [("still", k, float(k), STILL_BLUR)] * fps
@@ -47,28 +53,39 @@ def video_plan(n_fields: int, fps: int, rng: np.random.Generator) -> list[tuple[
 
 
 def write_video(path: Path, n_fields: int = 8, size: int = 320, seed: int = 0, fps: int = 15,
-                labels=None) -> dict:
-    """Write the video (.mp4 with mp4v or .avi with MJPG) and `<path>.json`; return that metadata."""
+                labels=None, per_slide: int = 2, look: str = "all") -> dict:
+    """Write the video (.mp4 with mp4v or .avi with MJPG) and `<path>.json`; return that metadata.
+
+    Fields come `per_slide` to a slide (the last slide may have fewer); `labels` gives one
+    class per slide, by default the classes in a seeded order.
+    """
     import cv2
 
     path = Path(path)
     codec = CODECS.get(path.suffix.lower())
     if codec is None:
         raise BadInput(f"synth: video {path} must end in .mp4 or .avi")
-    if n_fields < 1 or size < 32 or fps < 1:
-        raise BadInput(f"synth: video needs n_fields >= 1, size >= 32 and fps >= 1 (got {n_fields}, {size}, {fps})")
+    if n_fields < 1 or size < 32 or fps < 1 or per_slide < 1:
+        raise BadInput("synth: video needs fields >= 1, size >= 32, fps >= 1 and fields per slide >= 1 "
+                       f"(got {n_fields}, {size}, {fps}, {per_slide})")
+    if look not in LOOKS:
+        raise BadInput(f"synth: unknown look {look!r} (expected one of {', '.join(LOOKS)})")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
+    slide_of = [k // per_slide for k in range(n_fields)]
+    n_slides = slide_of[-1] + 1
     if labels is None:
-        labels = [LABELS[i] for i in rng.permutation(np.arange(n_fields) % len(LABELS))]
+        labels = [LABELS[i] for i in np.resize(rng.permutation(len(LABELS)), n_slides)]
     labels = list(labels)
     bad = [x for x in labels if x not in LABELS]
-    if bad or len(labels) != n_fields:
-        raise BadInput(f"synth: video labels must be {n_fields} of {', '.join(LABELS)}, got {labels}")
+    if bad or len(labels) != n_slides:
+        raise BadInput(f"synth: video labels must be {n_slides} (one per slide) of {', '.join(LABELS)}, got {labels}")
 
-    slide_style = sample_style(rng)
-    camera = illumination(size, slide_style)[..., None]
+    lk = LOOKS[look]
+    camera_style = sample_style(rng, lk)  # one microscope for the whole tray
+    camera = illumination(size, camera_style)[..., None]
     noise = float(rng.uniform(*SENSOR_NOISE))
-    strip = _render_strip(rng, labels, size, slide_style)
+    unit = lk.rbc_radius * size * camera_style["scale"]
+    strip = _render_strip(rng, [labels[s] for s in slide_of], slide_of, size, unit, look)
     cw = strip.shape[1] // n_fields
     px = size / 224
 
@@ -76,7 +93,7 @@ def write_video(path: Path, n_fields: int = 8, size: int = 320, seed: int = 0, f
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), float(fps), (size, size))
     if not writer.isOpened():
         raise LeukedgeError(f"synth: OpenCV cannot open a {codec} writer for {path}")
-    plan = video_plan(n_fields, fps, rng)
+    plan = video_plan(slide_of, fps)
     prev_x = None
     try:
         for kind, _k, pos, defocus in plan:
@@ -93,31 +110,47 @@ def write_video(path: Path, n_fields: int = 8, size: int = 320, seed: int = 0, f
     finally:
         writer.release()
 
+    fields = [_field_meta(plan, k, labels[s], s) for k, s in enumerate(slide_of)]
     meta = {"video": path.name, "sidecar": str(path) + ".json", "fps": fps, "width": size, "height": size,
-            "n_frames": len(plan), "seed": seed, "frame_kinds": [p[0] for p in plan],
-            "fields": [_field_meta(plan, k, label) for k, label in enumerate(labels)]}
+            "n_frames": len(plan), "seed": seed, "look": look, "per_slide": per_slide,
+            "frame_kinds": [p[0] for p in plan], "fields": fields, "slides": _slides_meta(fields, labels)}
     Path(meta["sidecar"]).write_text(json.dumps({**meta, "sidecar": Path(meta["sidecar"]).name}, indent=1) + "\n")
     return meta
 
 
-def _render_strip(rng: np.random.Generator, labels: list[str], size: int, style: dict) -> np.ndarray:
-    """Field canvases side by side (float32 RGB 0..1, size tall): one slide, one stain."""
+def _render_strip(rng: np.random.Generator, labels: list[str], slide_of: list[int], size: int, unit: float,
+                  look: str) -> np.ndarray:
+    """Field canvases side by side (float32 RGB 0..1, size tall): one stain per slide."""
     cw = int(round(CANVAS * size))
-    fixed = {k: style[k] for k in ("hue_deg", "eosin_od", "azure_od", "tint", "rbc_density")}
-    clean = {"brightness": 1.0, "vignette": 0.0, "gradient": (0.0, 0.0), "blur": 0.0, "noise": 0.0}
+    clean = {"brightness": 1.0, "vignette": 0.0, "gradient": (0.0, 0.0), "blur": 0.0, "noise": 0.0,
+             "scale_bar": False}
     top = (cw - size) // 2
-    canvases = []
-    for label in labels:
-        img = render_field(rng, label, cw, unit=RBC_RADIUS * size * style["scale"],
-                           spread=0.8 * size / cw, **fixed, **clean)
+    canvases, stain = [], {}
+    for k, (label, slide) in enumerate(zip(labels, slide_of)):
+        if k == 0 or slide != slide_of[k - 1]:
+            s = sample_style(rng, LOOKS[look])
+            stain = {key: s[key] for key in (*STAIN_KEYS, "rbc_density")}
+        n_rbc = int(sample_style(rng, LOOKS[look])["n_rbc"] * (cw / size) ** 2)
+        img = render_field(rng, label, cw, look, unit=unit, spread=0.8 * size / cw, n_rbc=n_rbc, **stain, **clean)
         canvases.append(img[top:top + size].astype(np.float32) / 255.0)
     return np.hstack(canvases)
 
 
-def _field_meta(plan: list, k: int, label: str) -> dict:
-    """Label and half-open frame ranges [start, stop) of one field's moving, blurred and still frames."""
+def _field_meta(plan: list, k: int, label: str, slide: int) -> dict:
+    """Label, slide and half-open frame ranges [start, stop) of one field's moving, blurred and still frames."""
     def span(kind: str):
         idx = [i for i, p in enumerate(plan) if p[0] == kind and p[1] == k]
         return [idx[0], idx[-1] + 1] if idx else None
 
-    return {"field": k, "label": label, "still": span("still"), "moving": span("moving"), "blurred": span("blurred")}
+    return {"field": k, "label": label, "slide": slide, "still": span("still"), "moving": span("moving"),
+            "blurred": span("blurred")}
+
+
+def _slides_meta(fields: list[dict], labels: list[str]) -> list[dict]:
+    """Per slide: its class, its fields [first, stop) and frames [start, stop) from the pan onto it to its last still frame."""
+    slides = []
+    for s, label in enumerate(labels):
+        mine = [f for f in fields if f["slide"] == s]
+        slides.append({"slide": s, "label": label, "fields": [mine[0]["field"], mine[-1]["field"] + 1],
+                       "frames": [mine[0]["moving"][0], mine[-1]["still"][1]]})
+    return slides
