@@ -1,9 +1,11 @@
 """`leukedge demo`: the whole kit end to end on synthetic data, in a few minutes on 2 cores.
 
-synthetic smears + microscope video -> train the custom CNN and a small MobileNetV2 ->
-convert both to validated int8 bundles -> a local Mosquitto (when installed) -> the edge agent
-on the video -> a subscriber prints the results -> a summary. Without a broker binary the agent
-runs offline and the demo shows the outbox holding every result.
+synthetic smears + a microscope video of four slides (one patient each) -> train the custom CNN
+and a small MobileNetV2 -> convert both to validated int8 bundles -> a local Mosquitto (when
+installed) -> the edge agent on the video, while a lab system opens and closes one sample per
+slide over MQTT and prints each result and sample decision -> a summary. Without a broker binary
+the agent runs offline, pools a slide's worth of fields per sample, and the demo shows the outbox
+holding every result.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ import json
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from edge.errors import BadInput, LeukedgeError
-from edge.messages import DEFAULT_PREFIX, topic
+from edge.messages import DEFAULT_PREFIX
 from leukedge.cli import main as cli_main
+from leukedge.lab import LabSystem, slide_id
 from leukedge.localbroker import Broker, mosquitto_available
 
 DEVICE = "demo-scope"  # the demo agent's device id
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     data, video = out / "data", out / "microscope.mp4"
     _step("1/5 synthetic smears and a microscope video")
     _cli(["synth", "--out", str(data), "--per-class", str(args.per_class), "--size", "224",
-          "--seed", str(args.seed), "--video", str(video), "--video-fields", "8"])
+          "--seed", str(args.seed), "--video", str(video), "--video-fields", "8", "--video-per-slide", "2"])
 
     bundles = {}
     for i, (arch, extra) in enumerate((("custom_cnn", []), ("mobilenetv2", ["--alpha", "0.35", "--weights", "none"]))):
@@ -76,73 +78,39 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _agent_on_video(bundle: Path, video: Path, work: Path, offline: bool) -> list[str]:
-    """Run the agent as its own process on the video; subscribe to its topics when a broker runs."""
+    """Run the agent as its own process on the video, paced at its frame rate, with a lab system on MQTT."""
+    import yaml
+
+    meta = json.loads(Path(f"{video}.json").read_text())
     work.mkdir(parents=True, exist_ok=True)
     outbox = work / "outbox.db"
     outbox.unlink(missing_ok=True)
     broker = None if offline or not mosquitto_available() else Broker(work / "broker").start()
-    cmd = [sys.executable, "-m", "leukedge.cli", "agent", "--bundle", str(bundle), "--source", str(video),
-           "--device-id", DEVICE, "--outbox", str(outbox), "--result-log", str(work / "results.jsonl"),
-           "--mqtt", broker.url if broker else "off", "--drain-timeout", "10"]
+    config = {"source": {"fps": meta["fps"]}, "mqtt": {"stats_interval_s": 0.2}}
+    if broker is None:  # no lab system to say where slides change: pool a slide's worth of fields per sample
+        config["sample"] = {"fields_per_sample": meta["per_slide"]}
+    (work / "agent.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "leukedge.cli", "agent", "--config", str(work / "agent.yaml"), "--bundle", str(bundle),
+           "--source", str(video), "--device-id", DEVICE, "--outbox", str(outbox),
+           "--result-log", str(work / "results.jsonl"), "--mqtt", broker.url if broker else "off",
+           "--drain-timeout", "10"]
     try:
         if broker is None:
-            print("  no mosquitto binary (or --offline): the agent runs offline, results stay in the outbox")
+            print("  no mosquitto binary (or --offline): the agent runs offline, results stay in the outbox;\n"
+                  f"  without a lab system a sample closes after {meta['per_slide']} fields")
             t = time.monotonic()
             subprocess.run(cmd, check=True)
             return _offline_summary(outbox, time.monotonic() - t)
-        seen = _Subscriber(broker.port, topic(DEFAULT_PREFIX, DEVICE, "#"))
+        lab = LabSystem(broker.port, DEFAULT_PREFIX, DEVICE, meta["slides"])
+        print("  slides: " + ", ".join(f"{slide_id(s)} {s['label']}" for s in meta["slides"]))
         t = time.monotonic()
         subprocess.run(cmd, check=True)
         time.sleep(0.5)
-        seen.stop()
-        return seen.summary(time.monotonic() - t)
+        lab.stop()
+        return lab.summary(time.monotonic() - t)
     finally:
         if broker:
             broker.stop()
-
-
-class _Subscriber:
-    """A lab-side consumer: prints each result as it arrives and de-duplicates by id."""
-
-    def __init__(self, port: int, topic: str):
-        import paho.mqtt.client as mqtt
-
-        self.results: dict[str, dict] = {}
-        self.samples: list[dict] = []
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="leukedge-demo-subscriber")
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.subscribe(topic, qos=1)
-        self.client.loop_start()
-        time.sleep(0.3)
-
-    def _on_message(self, client, userdata, msg) -> None:
-        kind = msg.topic.rsplit("/", 1)[-1]
-        if kind not in ("result", "sample"):
-            return
-        payload = json.loads(msg.payload)
-        with self.lock:
-            if kind == "sample":
-                self.samples.append(payload)
-                print(f"  sample {payload.get('sample_id')}: {payload.get('label')} -> {payload.get('decision')} "
-                      f"over {payload.get('n_fields')} fields")
-            elif payload["id"] not in self.results:
-                self.results[payload["id"]] = payload
-                top = max(payload["probs"].values())
-                print(f"  result {payload['id']}: field {payload['field']} {payload['label']} p={top:.2f} "
-                      f"-> {payload['decision']}  invoke {payload['latency_ms']['invoke']:.1f} ms")
-
-    def stop(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-    def summary(self, wall: float) -> list[str]:
-        decisions: dict[str, int] = {}
-        for r in self.results.values():
-            decisions[r["decision"]] = decisions.get(r["decision"], 0) + 1
-        return [f"agent: {len(self.results)} fields classified, {len(self.samples)} samples, "
-                f"decisions {decisions}, {wall:.1f} s wall (incl. start-up)"]
 
 
 def _offline_summary(outbox: Path, wall: float) -> list[str]:

@@ -1,0 +1,102 @@
+"""A lab system for the demo: it knows which slide is under the microscope and says so over MQTT.
+
+A laboratory information system opens a sample when a slide goes on the stage and
+closes it when the slide comes off (`cmd/sample/start` with the slide's id, then
+`cmd/sample/end`), so the agent pools exactly one patient's fields into each sample
+decision. Here the stage is a recorded video whose sidecar lists the slides' frame
+ranges; the agent's `stats` messages (sent every fraction of a second in the demo)
+say how far it has read, and between two slides there is more than a second of
+moving and blurred frames for the commands to arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from edge.messages import topic
+
+
+def slide_id(slide: dict) -> str:
+    return f"slide-{slide['slide'] + 1}"
+
+
+class LabSystem:
+    """Subscribes to one device's topics, prints results and samples, sends sample commands at slide changes."""
+
+    def __init__(self, port: int, prefix: str, device: str, slides: list[dict], verbose: bool = True):
+        self.prefix, self.device, self.slides, self.verbose = prefix, device, slides, verbose
+        self.results: dict[str, dict] = {}
+        self.samples: list[dict] = []
+        self.sent: list[tuple[str, str | None]] = []
+        self.current = -1  # the slide whose sample is open
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="leukedge-lab-system")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(topic(prefix, device, "#"), qos=1)
+        self.client.loop_start()
+        time.sleep(0.3)
+
+    def _command(self, name: str, sample_id: str | None = None) -> None:
+        payload = json.dumps({"sample_id": sample_id}) if sample_id else ""
+        self.client.publish(topic(self.prefix, self.device, f"cmd/sample/{name}"), payload, qos=1)
+        self.sent.append((name, sample_id))
+
+    def on_frames(self, frames: int) -> None:
+        """The agent has read `frames` frames: open the first slide's sample, change samples at slide ends."""
+        if self.current < 0:
+            self.current = 0
+            self._command("start", slide_id(self.slides[0]))
+        while self.current < len(self.slides) - 1 and frames >= self.slides[self.current]["frames"][1]:
+            self._command("end")
+            self.current += 1
+            self._command("start", slide_id(self.slides[self.current]))
+
+    def _on_message(self, client, userdata, msg) -> None:
+        kind = msg.topic.rsplit("/", 1)[-1]
+        if msg.topic.endswith("/status") and msg.payload == b"online":
+            with self.lock:
+                self.on_frames(0)
+            return
+        if kind not in ("result", "sample", "stats"):
+            return
+        payload = json.loads(msg.payload)
+        with self.lock:
+            if kind == "stats":
+                self.on_frames(payload["frames"]["total"])
+            elif kind == "sample":
+                self.samples.append(payload)
+                self._say(f"  sample {payload['sample_id']}: {payload['label']} -> {payload['decision']} over "
+                          f"{payload['n_fields']} fields (truth {self.truth(payload['sample_id'])}, "
+                          f"closed by {payload['closed_by']})")
+            elif payload["id"] not in self.results:
+                self.results[payload["id"]] = payload
+                top = max(payload["probs"].values())
+                self._say(f"  result {payload['id']}: sample {payload['sample_id']} field {payload['field']} "
+                          f"{payload['label']} p={top:.2f} -> {payload['decision']}  "
+                          f"invoke {payload['latency_ms']['invoke']:.1f} ms")
+
+    def truth(self, sample_id: str | None) -> str:
+        return next((s["label"] for s in self.slides if slide_id(s) == sample_id), "unknown")
+
+    def _say(self, line: str) -> None:
+        if self.verbose:
+            print(line, flush=True)
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    def summary(self, wall: float) -> list[str]:
+        decisions: dict[str, int] = {}
+        for r in self.results.values():
+            decisions[r["decision"]] = decisions.get(r["decision"], 0) + 1
+        right = sum(s["decision"] == self.truth(s["sample_id"]) for s in self.samples)
+        return [f"agent: {len(self.results)} fields classified, field decisions {decisions}, {wall:.1f} s wall "
+                f"(paced at the video's frame rate, incl. start-up)",
+                f"samples: {len(self.samples)} closed for {len(self.slides)} slides; decision = the slide's class "
+                f"for {right} of {len(self.samples)} ('refer' counts as not equal)"]
