@@ -108,18 +108,27 @@ def _agent_on_video(bundle: Path, video: Path, work: Path, offline: bool) -> lis
             print("  no mosquitto binary (or --offline): the agent runs offline, results stay in the outbox;\n"
                   f"  without a lab system a sample closes after {meta['per_slide']} fields")
             t = time.monotonic()
-            subprocess.run(cmd, check=True)
+            _run_agent(cmd, work / "agent.log")
             return _offline_summary(outbox, time.monotonic() - t)
         lab = LabSystem(broker.port, DEFAULT_PREFIX, DEVICE, meta["slides"])
         print("  slides: " + ", ".join(f"{slide_id(s)} {s['label']}" for s in meta["slides"]))
         t = time.monotonic()
-        subprocess.run(cmd, check=True)
+        _run_agent(cmd, work / "agent.log")
         time.sleep(0.5)
         lab.stop()
         return lab.summary(time.monotonic() - t)
     finally:
         if broker:
             broker.stop()
+
+
+def _run_agent(cmd: list[str], log: Path) -> None:
+    """The agent process, its log lines (a stats line every 0.2 s here) kept in `log`, not on screen."""
+    with open(log, "w") as f:
+        rc = subprocess.run(cmd, stderr=f, stdout=f).returncode
+    if rc != 0:
+        raise LeukedgeError(f"the agent exited with code {rc}; see {log}")
+    print(f"  agent log: {log}")
 
 
 def _offline_summary(outbox: Path, wall: float) -> list[str]:

@@ -5,8 +5,9 @@ closes it when the slide comes off (`cmd/sample/start` with the slide's id, then
 `cmd/sample/end`), so the agent pools exactly one patient's fields into each sample
 decision. Here the stage is a recorded video whose sidecar lists the slides' frame
 ranges; the agent's `stats` messages (sent every fraction of a second in the demo)
-say how far it has read, and between two slides there is more than a second of
-moving and blurred frames for the commands to arrive.
+say how far it has read (the first one also says it listens to commands), and
+between two slides there is more than a second of moving and blurred frames for the
+commands to arrive.
 """
 
 from __future__ import annotations
@@ -47,10 +48,14 @@ class LabSystem:
         self.sent.append((name, sample_id))
 
     def on_frames(self, frames: int) -> None:
-        """The agent has read `frames` frames: open the first slide's sample, change samples at slide ends."""
+        """The agent has read `frames` frames: name the first slide's sample, change samples at slide ends.
+
+        The first slide's sample is named with `sample/id`: it names the sample the agent
+        opens on its first field, or renames it if that field came first.
+        """
         if self.current < 0:
             self.current = 0
-            self._command("start", slide_id(self.slides[0]))
+            self._command("id", slide_id(self.slides[0]))
         while self.current < len(self.slides) - 1 and frames >= self.slides[self.current]["frames"][1]:
             self._command("end")
             self.current += 1
@@ -58,10 +63,6 @@ class LabSystem:
 
     def _on_message(self, client, userdata, msg) -> None:
         kind = msg.topic.rsplit("/", 1)[-1]
-        if msg.topic.endswith("/status") and msg.payload == b"online":
-            with self.lock:
-                self.on_frames(0)
-            return
         if kind not in ("result", "sample", "stats"):
             return
         payload = json.loads(msg.payload)

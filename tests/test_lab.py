@@ -32,7 +32,7 @@ def test_commands_follow_the_slide_boundaries():
     lab = _Recorder(SLIDES)
     assert lab.sent == []  # nothing before the agent is online
     lab.on_frames(0)
-    assert lab.sent == [("start", "slide-1")]
+    assert lab.sent == [("id", "slide-1")]
     lab.on_frames(39)
     assert len(lab.sent) == 1
     lab.on_frames(41)
@@ -61,7 +61,7 @@ def test_agent_pools_each_slide_into_its_own_sample(tmp_path, broker):
             time.sleep(0.1)
     finally:
         lab.stop()
-    assert lab.sent == [("start", "slide-1"), ("end", None), ("start", "slide-2")]
+    assert lab.sent == [("id", "slide-1"), ("end", None), ("start", "slide-2")]
     assert [s["sample_id"] for s in lab.samples] == [slide_id(s) for s in meta["slides"]]
     assert [s["n_fields"] for s in lab.samples] == [2, 2]
     assert [s["closed_by"] for s in lab.samples] == ["command", "shutdown"]
