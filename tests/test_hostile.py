@@ -337,7 +337,7 @@ def test_second_agent_on_one_outbox_refuses_naming_the_holder(tmp_path, bundle):
 
 def _dataset_with_bad_files(root: Path, per_class: int = 10, bad_in: str = "Benign", n_bad: int = 2) -> list[Path]:
     """A synthetic ALL-layout folder; n_bad files of one class replaced by unreadable ones."""
-    from trainer.synth import generate_dataset
+    from trainer.synth.fields import generate_dataset
 
     generate_dataset(root, per_class=per_class, size=32, seed=3, progress=False)
     files = sorted((root / "Original" / bad_in).iterdir())
