@@ -20,6 +20,7 @@ from edge.components import Components, build_components
 from edge.errors import BadFrame
 from edge.messages import SCHEMA, encode, result_payload, utc_now
 from edge.sources import END
+from edge.station import Station
 from edge.stats import cpu_temperature
 
 log = logging.getLogger("edge.agent")
@@ -33,6 +34,7 @@ class Agent:
         self.stop_requested = False
         self.signals = 0
         self.seq = 0
+        self.station = None  # edge.station.Station after start(): page, health, systemd notify
 
     # ------------------------------------------------------------------ the loop
 
@@ -44,6 +46,7 @@ class Agent:
                 while not self.stop_requested:
                     frame = self._next_frame()
                     if frame is END:
+                        self.linger()
                         break
                     if frame is not None:
                         self.process(frame)
@@ -69,6 +72,8 @@ class Agent:
                 verdict = p.gate.check(rgb)
         except BadFrame as exc:
             return self._bad_frame(frame.name, exc)
+        if self.station is not None:
+            self.station.on_frame(rgb, verdict)
         if not verdict.accept:
             return None
         with st.stage("pre"):
@@ -95,6 +100,8 @@ class Agent:
         if p.results:
             p.results.flush()
         p.publisher.pump()
+        if self.station is not None:
+            self.station.tick(self)
         now = time.monotonic()
         if now >= self._next_stats:
             self._next_stats = now + self.cfg.mqtt.stats_interval_s
@@ -110,6 +117,7 @@ class Agent:
         self._next_stats = time.monotonic() + cfg.mqtt.stats_interval_s
         log.info("agent %s: %s on %s, source %s, mqtt %s, outbox backlog %d", cfg.device_id, p.entry.path,
                  p.backend.name, cfg.source.safe_uri, cfg.mqtt.safe_url, p.outbox.rows)
+        self.station = Station.start(self)
 
     def build_result(self, rgb, focus: float, probs, **latency) -> dict:
         p = self.parts
@@ -132,6 +140,8 @@ class Agent:
                 p.results.write(kind, payload)
         with p.stats.stage("publish"):
             p.publisher.pump()
+        if self.station is not None:
+            self.station.on_message(kind, payload)
 
     def command(self, cmd) -> None:
         log.info("command %s %s", cmd.name, cmd.sample_id or "")
@@ -177,6 +187,8 @@ class Agent:
     def shutdown(self) -> None:
         """Close the open sample, wait (bounded) for the backlog to be acknowledged, say `offline`."""
         p = self.parts
+        if self.station is not None:
+            self.station.stop()
         self.emit("sample", p.samples.close("shutdown"))
         deadline = time.monotonic() + self.cfg.drain_timeout_s
         while not p.publisher.drained() and time.monotonic() < deadline and self.signals < 2:
@@ -205,6 +217,17 @@ class Agent:
         reason = next((r for k, r in _BAD_REASONS if k in text), "other")
         self.parts.stats.bad[reason] += 1
         log.warning("bad frame skipped (%s): %s", reason, text)
+
+    def linger(self) -> None:
+        """After a finite source: keep the page, commands and MQTT up for `ui.linger_s` (-1: until stopped)."""
+        wait = self.cfg.ui.linger_s
+        if not wait:
+            return
+        log.info("source ended; serving %s", "until stopped" if wait < 0 else f"{wait:.0f} s more")
+        end = time.monotonic() + (wait if wait > 0 else float("inf"))
+        while not self.stop_requested and time.monotonic() < end:
+            self.housekeeping()
+            time.sleep(0.05)
 
     def request_stop(self, *_) -> None:
         """SIGTERM/SIGINT: finish the frame in hand, flush, exit. A second signal skips the drain."""

@@ -31,6 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--result-log", help="local JSON-lines results log")
     p.add_argument("--drain-timeout", type=float, help="seconds to wait for PUBACKs after a finite source ends")
     p.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
+    p.add_argument("--ui", metavar="HOST:PORT|off",
+                   help="station page, /healthz, /metrics (default 127.0.0.1:8080; a LAN address needs ui.password_file)")
+    p.add_argument("--linger", type=float, metavar="S",
+                   help="after a finite source ends, keep the page and MQTT up S seconds (-1: until stopped)")
     p.add_argument("--check", action="store_true",
                    help="validate config and bundle, load the backend, try the broker, print what would run")
 
@@ -46,6 +50,7 @@ def overrides(args) -> dict:
         "gate": {"mode": args.gate},
         "outbox": {"path": args.outbox},
         "result_log": {"path": args.result_log},
+        "ui": {"listen": args.ui, "linger_s": args.linger},
     })
 
 
@@ -85,5 +90,18 @@ def check(cfg) -> int:
               + ("" if answer == "ok" else f" ({answer})"))
     else:
         print("broker    off: results stay in the outbox and the local log")
+    if cfg.ui.listen:
+        from edge.station.server import probe_bind, read_password
+
+        if cfg.ui.password_file:
+            read_password(cfg.ui.password_file)  # unreadable or empty: exit 2 naming the file
+        answer = probe_bind(cfg.ui)
+        failed += answer != "ok"
+        auth = "password" if cfg.ui.password_file else "no password (loopback)"
+        tls = "https" if cfg.ui.cert_file else "http"
+        print(f"page      {'ok' if answer == 'ok' else 'FAILED'}: {tls}://{cfg.ui.listen}/, {auth}"
+              + ("" if answer == "ok" else f" ({answer})"))
+    else:
+        print("page      off")
     print("would run:", "yes" if not failed else "no")
     return 1 if failed else 0

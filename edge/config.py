@@ -16,7 +16,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.backends import NAMES
 from edge.errors import BadInput
@@ -182,6 +182,56 @@ class ResultLogConfig(_Strict):
     _path = field_validator("path", mode="before")(_file_path)
 
 
+class UIConfig(_Strict):
+    """The station page, health and metrics (edge/station). A LAN bind needs a password."""
+
+    listen: str | None = "127.0.0.1:8080"  # HOST:PORT; "off" (or null) = no page
+    password_file: Path | None = None  # basic auth: one line, user "station" (or "user:password")
+    cert_file: Path | None = None  # HTTPS with both set
+    key_file: Path | None = None
+    linger_s: float = Field(0.0, ge=-1)  # after a finite source ends: keep serving; -1 = until stopped
+    alive_s: float = Field(30.0, gt=0)  # /healthz is 503 when the loop has not come round for this long
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v in (None, "", "off", "none"):
+            return None
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{v!r} is not HOST:PORT (port 0-65535) or 'off'")
+        return v
+
+    @model_validator(mode="after")
+    def _lan_needs_password(self) -> "UIConfig":
+        if self.listen is not None and not self.loopback and self.password_file is None:
+            raise ValueError(f"listen {self.listen} is reachable from the network: set ui.password_file "
+                             "(a clinic LAN is not a trusted network) or listen on 127.0.0.1")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (HTTPS needs both)")
+        return self
+
+    @property
+    def loopback(self) -> bool:
+        """True when only this box can reach the page (127.0.0.0/8, ::1, localhost)."""
+        import ipaddress
+
+        host = self.address[0]
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False  # a host name: assume it resolves to a LAN address
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+
 class AgentConfig(_Strict):
     device_id: str = Field(default_factory=lambda: re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:64] or "edge")
     bundle: Path
@@ -192,6 +242,7 @@ class AgentConfig(_Strict):
     mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     result_log: ResultLogConfig = Field(default_factory=ResultLogConfig)
+    ui: UIConfig = Field(default_factory=UIConfig)
     drain_timeout_s: float = Field(10.0, ge=0)  # after a finite source ends: wait this long for PUBACKs
     max_frames: int | None = Field(None, ge=1)  # stop after this many frames (tests, benchmarks)
 

@@ -287,6 +287,14 @@ class Outbox:
                 "in_memory": len(self.memory), "memory_dropped": self.memory_dropped,
                 "disk_error": self.retry.error, "disk_failures": self.retry.failures}
 
+    def oldest_age_s(self) -> float | None:
+        """Seconds the oldest queued row has waited (None when empty): the station page's "oldest queued"."""
+        if not self.rows:
+            return None
+        row = self.db.execute("SELECT (julianday('now') - julianday(created)) * 86400 FROM outbox "
+                              "ORDER BY id LIMIT 1").fetchone()
+        return round(max(row[0], 0.0), 1) if row else None
+
     def close(self) -> None:
         """A last try at writing what memory holds; what the disk still refuses is lost and said so."""
         if self.memory or self._undeleted or self._boot_unsaved:

@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 _EXTRAS = {
     "tensorflow": "train", "keras": "train", "imblearn": "train", "sklearn": "train",
     "matplotlib": "train", "tf2onnx": "train", "onnx": "train",
-    "ai_edge_litert": "edge", "cv2": "edge", "paho": "edge", "picamera2": "pi",
+    "ai_edge_litert": "edge", "cv2": "edge", "paho": "edge", "prometheus_client": "edge", "picamera2": "pi",
 }
 
 

@@ -5,7 +5,8 @@ and a small MobileNetV2 -> convert both to validated int8 bundles -> a local Mos
 installed) -> the edge agent on the video, while a lab system opens and closes one sample per
 slide over MQTT and prints each result and sample decision -> a summary. Without a broker binary
 the agent runs offline, pools a slide's worth of fields per sample, and the demo shows the outbox
-holding every result.
+holding every result. The agent's station page is up on a free local port while it runs and for
+30 s after the video (`--serve`: until Ctrl-C).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from edge.errors import BadInput, LeukedgeError
 from edge.messages import DEFAULT_PREFIX
 from leukedge.cli import main as cli_main
 from leukedge.lab import LabSystem, slide_id
-from leukedge.localbroker import Broker, mosquitto_available
+from leukedge.localbroker import Broker, free_port, mosquitto_available
 
 DEVICE = "demo-scope"  # the demo agent's device id
 # Each model's demo recipe (input size, epochs, extra `leukedge train` flags); one place to tune
@@ -42,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training epochs for both models (default: each model's recipe, 20)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, split and training")
     p.add_argument("--offline", action="store_true", help="skip the broker even when mosquitto is installed")
+    p.add_argument("--serve", action="store_true",
+                   help="keep the agent and its station page up after the video until Ctrl-C (default: 30 s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     deployed = "mobilenetv2" if "mobilenetv2" in bundles else next(iter(bundles))
     _step(f"4/5 edge agent ({deployed} bundle) on the microscope video")
-    summary = _agent_on_video(bundles[deployed], video, out / "agent", offline=args.offline)
+    summary = _agent_on_video(bundles[deployed], video, out / "agent", offline=args.offline,
+                              linger=-1 if args.serve else PAGE_LINGER_S)
     _step("5/5 summary")
     for arch in ("custom_cnn", "mobilenetv2"):
         report = json.loads((out / "runs" / arch / "report.json").read_text())
@@ -86,7 +90,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _agent_on_video(bundle: Path, video: Path, work: Path, offline: bool) -> list[str]:
+PAGE_LINGER_S = 30
+
+
+def _agent_on_video(bundle: Path, video: Path, work: Path, offline: bool, linger: float = 0) -> list[str]:
     """Run the agent as its own process on the video, paced at its frame rate, with a lab system on MQTT."""
     import yaml
 
@@ -103,6 +110,11 @@ def _agent_on_video(bundle: Path, video: Path, work: Path, offline: bool) -> lis
            "--source", str(video), "--device-id", DEVICE, "--outbox", str(outbox),
            "--result-log", str(work / "results.jsonl"), "--mqtt", broker.url if broker else "off",
            "--drain-timeout", "10"]
+    port = free_port()
+    cmd += ["--ui", f"127.0.0.1:{port}", "--linger", str(linger)]
+    until = "until Ctrl-C" if linger < 0 else f"for {linger:.0f} s"
+    print(f"  station page: http://127.0.0.1:{port}/  (open it in a browser; up while the agent runs and {until} "
+          "after the video)", flush=True)
     try:
         if broker is None:
             print("  no mosquitto binary (or --offline): the agent runs offline, results stay in the outbox;\n"
@@ -123,9 +135,14 @@ def _agent_on_video(bundle: Path, video: Path, work: Path, offline: bool) -> lis
 
 
 def _run_agent(cmd: list[str], log: Path) -> None:
-    """The agent process, its log lines (a stats line every 0.2 s here) kept in `log`, not on screen."""
+    """The agent process, its log lines (a stats line every 0.2 s here) kept in `log`, not on screen.
+    Ctrl-C reaches the agent too: it flushes, says offline and exits 0, which is waited for."""
     with open(log, "w") as f:
-        rc = subprocess.run(cmd, stderr=f, stdout=f).returncode
+        proc = subprocess.Popen(cmd, stderr=f, stdout=f)
+        try:
+            rc = proc.wait()
+        except KeyboardInterrupt:
+            rc = proc.wait(60)
     if rc != 0:
         raise LeukedgeError(f"the agent exited with code {rc}; see {log}")
     print(f"  agent log: {log}")

@@ -52,6 +52,7 @@ def agent_config(workdir: Path, bundle: Path, src: Path | str, mqtt_url: str | N
         "outbox": {"path": str(workdir / "outbox.sqlite")},
         "result_log": {"path": str(workdir / "results.jsonl")},
         "drain_timeout_s": 10.0,
+        "ui": {"listen": "off"},  # a test that wants the page binds port 0
     }
     for key, value in over.items():
         cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
@@ -102,6 +103,20 @@ class AgentProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def page_url(self, timeout: float = 120) -> str:
+        """The station page's URL from the agent's log line (tests bind port 0)."""
+        import re
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(r"station page at (\S+)", self.log())
+            if m:
+                return m.group(1)
+            if not self.alive():
+                raise RuntimeError(f"agent exited before its page came up:\n{self.log()[-2000:]}")
+            time.sleep(0.2)
+        raise RuntimeError(f"no station page within {timeout} s:\n{self.log()[-2000:]}")
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():

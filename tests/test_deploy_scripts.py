@@ -222,6 +222,42 @@ def test_systemd_analyze_verify(tmp_path, drop_in):
     assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), proc.stdout + proc.stderr
 
 
+def test_unit_is_notify_with_a_watchdog():
+    """The agent sends READY=1 and WATCHDOG=1 (edge/station/notify.py); systemd restarts a hung loop."""
+    text = UNIT.read_text()
+    assert unit_values(text, "Type") == ["notify"] and unit_values(text, "NotifyAccess") == ["main"]
+    watchdog = int(unit_values(text, "WatchdogSec")[0])
+    assert 30 <= watchdog <= 300 and "AF_UNIX" in unit_values(text, "RestrictAddressFamilies")[0]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_kiosk_user_unit_verifies(tmp_path):
+    """deploy/pi's kiosk unit opens the page on loopback; Chromium's path is swapped for the check."""
+    text = (DEPLOY / "pi" / "leukedge-kiosk.service").read_text()
+    assert "--kiosk" in text and "http://127.0.0.1:8080/" in text
+    unit = tmp_path / "leukedge-kiosk.service"
+    unit.write_text(text.replace("/usr/bin/chromium-browser", "/bin/true"))
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    proc = subprocess.run(["systemd-analyze", "--user", "verify", str(unit)], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)})
+    assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), proc.stdout + proc.stderr
+
+
+def test_kiosk_waits_for_the_page():
+    """The kiosk unit's ExecStartPre (systemd's $$ unescaped) returns 0 once the page's port listens."""
+    import socket
+
+    pre = unit_values((DEPLOY / "pi" / "leukedge-kiosk.service").read_text(), "ExecStartPre")[0]
+    script = re.fullmatch(r"/bin/bash -c '(.*)'", pre).group(1).replace("$$", "$").replace("seq 120", "seq 2")
+    with socket.socket() as page:
+        page.bind(("127.0.0.1", 0))
+        page.listen()
+        port = page.getsockname()[1]
+        assert subprocess.run(["bash", "-c", script.replace("8080", str(port))], timeout=30).returncode == 0
+    assert subprocess.run(["bash", "-c", script.replace("8080", str(port))], timeout=30).returncode == 1
+
+
 # --------------------------------------------------------------------------- broker config
 
 

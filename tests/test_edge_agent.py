@@ -89,7 +89,7 @@ class Subscriber:
 def config(tmp_path, bundle, uri, url=None, **over):
     base = {"bundle": str(bundle), "device_id": "box1", "source": {"uri": str(uri)}, "mqtt": {"url": url},
             "outbox": {"path": str(tmp_path / "outbox.sqlite")}, "result_log": {"path": str(tmp_path / "r.jsonl")},
-            "drain_timeout_s": 10}
+            "drain_timeout_s": 10, "ui": {"listen": "off"}}
     for key, value in over.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
     return load_config(None, base)
@@ -279,7 +279,7 @@ def _agent_proc(tmp_path, bundle, folder, url) -> subprocess.Popen:
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(f"device_id: box9\nbundle: {bundle}\nsource: {{uri: '{folder}', loop: true, fps: 20}}\n"
                    f"gate: {{mode: continuous}}\nmqtt: {{url: '{url}', keepalive_s: 5}}\n"
-                   f"outbox: {{path: '{tmp_path / 'ob.sqlite'}'}}\nresult_log: {{path: null}}\n")
+                   f"outbox: {{path: '{tmp_path / 'ob.sqlite'}'}}\nresult_log: {{path: null}}\nui: {{listen: 'off'}}\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "leukedge.cli", "agent", "--config", str(cfg)], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -324,10 +324,11 @@ def test_sigterm_flushes_and_exits_0(tmp_path, bundle, folder, broker):
 def test_check_command(tmp_path, bundle, folder, broker, capsys):
     from leukedge.cli import main
 
-    args = ["agent", "--bundle", str(bundle), "--source", str(folder), "--device-id", "chk"]
+    args = ["agent", "--bundle", str(bundle), "--source", str(folder), "--device-id", "chk", "--ui", "127.0.0.1:0"]
     assert main([*args, "--mqtt", broker.url, "--check"]) == 0
     out = capsys.readouterr().out
     assert "backend   ok: litert-cpu" in out and "broker    ok" in out and "would run: yes" in out
+    assert "page      ok: http://127.0.0.1:0/, no password (loopback)" in out
     broker.stop()
     assert main([*args, "--mqtt", broker.url, "--check"]) == 1
     assert "broker    FAILED" in capsys.readouterr().out

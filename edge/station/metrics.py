@@ -1,0 +1,74 @@
+"""`/metrics`: the agent's counters in Prometheus text format, through prometheus-client.
+
+Everything is read from the station's latest snapshot at scrape time (a custom collector,
+the client library's pattern for exposing counts kept elsewhere), so the counters are the
+same numbers the MQTT `stats` message carries and the loop pays nothing per frame for
+them beyond a bucket count for `leukedge_invoke_seconds` (edge/station/state.py).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
+
+from edge.station.state import INVOKE_BUCKETS_S
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class StationMetrics:
+    def __init__(self, station):
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_SnapshotCollector(station))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _SnapshotCollector:
+    def __init__(self, station):
+        self.station = station
+
+    def collect(self):
+        s, invoke = self.station.snap, self.station.invoke
+        if s is None:  # no snapshot yet (the loop has not ticked since start)
+            return
+        c, ob, m = s["counts"], s["outbox"], s["model"]
+        info = InfoMetricFamily("leukedge", "Device, agent version and the model actually loaded")
+        info.add_metric([], {"device": s["device"], "version": s["agent_version"], "model": m["name"],
+                             "model_sha256": m["sha256"], "format": m["format"] or "", "backend": m["backend"]})
+        yield info
+        yield CounterMetricFamily("leukedge_frames_total", "Frames read from the source", value=c["frames"])
+        yield CounterMetricFamily("leukedge_fields_total", "Fields classified", value=c["fields"])
+        results = CounterMetricFamily("leukedge_results_total", "Field results by decision", labels=["decision"])
+        for decision, n in sorted(c["results"].items()):
+            results.add_metric([decision], n)
+        yield results
+        bad = CounterMetricFamily("leukedge_bad_frames_total", "Frames skipped as unusable, by reason",
+                                  labels=["reason"])
+        for reason, n in sorted(c["bad_frames"].items()):
+            bad.add_metric([reason], n)
+        yield bad
+        counts, total = invoke
+        cumulative, buckets = 0, []
+        for bound, n in zip((*map(str, INVOKE_BUCKETS_S), "+Inf"), counts):
+            cumulative += n
+            buckets.append((bound, cumulative))
+        yield HistogramMetricFamily("leukedge_invoke_seconds", "Model invoke time per classified field",
+                                    buckets=buckets, sum_value=total)
+        yield CounterMetricFamily("leukedge_samples_total", "Samples (slides) closed", value=c["samples_closed"])
+        yield GaugeMetricFamily("leukedge_outbox_backlog", "Messages waiting in the outbox", value=ob["backlog"])
+        yield GaugeMetricFamily("leukedge_outbox_oldest_age_seconds", "Age of the oldest queued message",
+                                value=ob["oldest_age_s"] or 0.0)
+        yield CounterMetricFamily("leukedge_outbox_dropped_total", "Messages dropped from a full outbox",
+                                  value=ob["dropped"])
+        yield GaugeMetricFamily("leukedge_outbox_in_memory", "Messages held in memory while the disk refuses writes",
+                                value=ob["in_memory"])
+        yield GaugeMetricFamily("leukedge_disk_write_failing", "1 while the outbox or the results log cannot write",
+                                value=int(bool(ob["disk_error"] or ob["result_log_error"])))
+        yield GaugeMetricFamily("leukedge_mqtt_connected", "1 while connected to the broker",
+                                value=int(s["mqtt"]["connected"]))
+        yield GaugeMetricFamily("leukedge_camera_up", "1 while the source is open",
+                                value=int(s["camera"]["state"] == "open"))
+        if s["cpu_temp_c"] is not None:
+            yield GaugeMetricFamily("leukedge_cpu_temperature_celsius", "SoC temperature", value=s["cpu_temp_c"])

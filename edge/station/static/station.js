@@ -1,0 +1,197 @@
+// leukedge station page: renders /api/state, live by Server-Sent Events, polling as fallback.
+"use strict";
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  // location.origin has no user:password, which fetch() refuses in a URL (a page opened with
+  // "user:password@" in its address would otherwise lose its buttons); the browser adds the cached login
+  const api = (path) => location.origin + path;
+  const GATE = {
+    moving: "Waiting: the stage is moving. Hold the slide still.",
+    settling: "Waiting: the picture is settling.",
+    blank: "Waiting: blank field, no cells in view. Move to a field with cells.",
+    blurred: "Waiting: out of focus. Adjust the focus.",
+    same_field: "Waiting: same field as the last one. Move to a new field.",
+  };
+  let state = null, tz = 0, frameVersion = -1, lastUpdate = 0;
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = text;
+    return e;
+  }
+  // ISO UTC -> the box's local time (its offset comes with the state), whatever the viewer's zone
+  function clock(ts, withDate) {
+    if (!ts) return "-";
+    const d = new Date(Date.parse(ts) + tz * 60000).toISOString();
+    return withDate ? d.slice(0, 10) + " " + d.slice(11, 19) : d.slice(11, 19);
+  }
+  function ago(s) {
+    if (s === null || s === undefined) return "";
+    if (s < 90) return Math.round(s) + " s";
+    if (s < 5400) return Math.round(s / 60) + " min";
+    return (s / 3600).toFixed(1) + " h";
+  }
+  const plural = (n, word) => n + " " + word + (n === 1 ? "" : "s");
+  function kind(decision) {
+    if (!decision) return "none";
+    if (decision === "refer") return "refer";
+    return decision.toLowerCase() === "benign" ? "benign" : "positive";
+  }
+  function setDecision(node, decision, label, emptyText) {
+    node.className = "decision " + kind(decision);
+    node.textContent = "";
+    if (!decision) { node.textContent = emptyText; return; }
+    if (decision === "refer") {
+      node.append("\u26A0 REFER", el("small", null, "refer to a haematologist / second read" +
+        (label ? " (most likely " + label + ", not confident)" : "")));
+    } else {
+      node.textContent = decision;
+    }
+  }
+  function setProbs(node, probs) {
+    node.textContent = "";
+    if (!probs) return;
+    const top = Math.max(...Object.values(probs));
+    for (const [label, p] of Object.entries(probs)) {
+      const row = el("div", "p" + (p === top ? " top" : ""));
+      const track = el("div", "track"), fill = el("div", "fill");
+      fill.style.width = (100 * p).toFixed(1) + "%";
+      track.append(fill);
+      row.append(el("span", null, label), track, el("span", null, (100 * p).toFixed(1) + "%"));
+      node.append(row);
+    }
+  }
+  function status(node, text, good) {
+    node.textContent = text;
+    node.className = "item " + (good ? "good" : "warn");
+  }
+
+  function render(s) {
+    state = s; tz = s.tz.offset_min; lastUpdate = Date.now();
+    $("conn").hidden = true;
+    $("device").textContent = s.device;
+    $("tz").textContent = s.tz.name + ", UTC" + (tz >= 0 ? "+" : "") + tz / 60;
+    const m = s.model;
+    $("model").textContent = m.name + " " + m.short + " on " + m.backend;
+    status($("camera"), "camera " + (s.camera.state === "open" ? "open" : "reopening") +
+      (s.camera.last_error ? ": " + s.camera.last_error : ""), s.camera.state === "open");
+    const q = s.mqtt;
+    status($("mqtt"), !q.enabled ? "MQTT off (local only)" : q.connected ? "MQTT connected" :
+      "MQTT offline since " + clock(q.offline_since).slice(0, 5), q.connected || !q.enabled);
+    const ob = s.outbox;
+    status($("outbox"), "backlog " + ob.backlog + (ob.backlog ? ", oldest " + ago(ob.oldest_age_s) : ""),
+      !ob.dropped && (ob.backlog === 0 || (q.connected && ob.backlog < 100)));
+    $("temp").hidden = s.cpu_temp_c === null;
+    if (s.cpu_temp_c !== null) status($("temp"), "CPU " + s.cpu_temp_c.toFixed(0) + " \u00B0C", s.cpu_temp_c < 80);
+
+    const w = $("warnings");
+    w.textContent = "";
+    for (const x of s.warnings) w.append(el("div", "w-" + x.kind, x.text));
+
+    const f = s.field;
+    if (f) {
+      setDecision($("field-decision"), f.decision, f.label, "");
+      setProbs($("field-probs"), f.probs);
+      $("field-meta").textContent = "field " + f.field + (f.sample_id ? " of " + f.sample_id : "") + " at " +
+        clock(f.ts) + " \u00B7 focus " + f.focus.toFixed(2) + " \u00B7 invoke " + f.invoke_ms.toFixed(1) + " ms";
+      if (f.frame_version !== frameVersion) {
+        frameVersion = f.frame_version;
+        $("thumb").src = "/frame.jpg?v=" + frameVersion;
+        $("thumb").hidden = false;
+      }
+    }
+    const g = GATE[s.gate.reason];
+    $("gate").hidden = !g;
+    $("gate").textContent = g || "";
+
+    const sm = s.sample;
+    $("sample-id").textContent = sm.open ? sm.sample_id : (sm.sample_id ? "next: " + sm.sample_id : "none open");
+    $("sample-fields").textContent = sm.open ? plural(sm.n_fields, "field") + " since " + clock(sm.opened) : "";
+    setDecision($("sample-decision"), sm.decision, sm.label, sm.open ? "No field yet" : "No sample open");
+    setProbs($("sample-probs"), sm.probs);
+
+    const c = s.last_sample;
+    $("closed").hidden = !c;
+    if (c) {
+      $("closed-id").textContent = c.sample_id;
+      $("closed-meta").textContent = plural(c.n_fields, "field") + ", closed " + clock(c.ts) + " (" + c.closed_by + ")";
+      setDecision($("closed-decision"), c.decision, c.label, "");
+    }
+    list($("recent-fields"), s.recent_fields, (r) => [clock(r.ts), "#" + r.field + " " + (r.sample_id || ""), r.decision]);
+    list($("recent-samples"), s.recent_samples, (r) => [clock(r.ts), r.sample_id + " (" + r.n_fields + ")", r.decision]);
+  }
+  function list(node, rows, cells) {
+    node.textContent = "";
+    for (const r of rows) {
+      const [t, what, d] = cells(r);
+      const li = el("li");
+      li.append(el("span", "t", t), el("span", "w", what), el("b", "d " + kind(d), d === "refer" ? "refer" : d));
+      node.append(li);
+    }
+  }
+
+  function report() {
+    const c = state && state.last_sample;
+    if (!c) return;
+    $("r-id").textContent = c.sample_id;
+    $("r-device").textContent = state.device;
+    $("r-time").textContent = clock(c.opened, true) + " - " + clock(c.ts, true) + " (" + state.tz.name + ")";
+    $("r-fields").textContent = c.n_fields + " (messages " + c.first_seq + "-" + c.last_seq + ")";
+    $("r-probs").textContent = Object.entries(c.probs).map(([k, p]) => k + " " + (100 * p).toFixed(1) + "%").join(", ");
+    $("r-decision").textContent = c.decision === "refer" ? "REFER - refer to a haematologist / second read" : c.decision;
+    $("r-model").textContent = state.model.name + ", sha256 " + c.model_sha256;
+    window.print();
+  }
+
+  async function command(name, body) {
+    const msg = $("msg");
+    try {
+      const r = await fetch(api("/api/sample/" + name), {
+        method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+        body: JSON.stringify(body || {}), credentials: "same-origin",
+      });
+      const answer = await r.json();
+      msg.className = "msg" + (r.ok ? "" : " error");
+      msg.textContent = r.ok ? "Sent: " + name + (answer.sample_id ? " " + answer.sample_id : "") : answer.error;
+      return r.ok;
+    } catch (e) {
+      msg.className = "msg error";
+      msg.textContent = "The agent did not answer: " + e;
+      return false;
+    }
+  }
+  const input = $("sample-input");
+  const typed = () => (input.value.trim() ? { sample_id: input.value.trim() } : {});
+  $("btn-start").addEventListener("click", async () => { if (await command("start", typed())) input.value = ""; });
+  $("btn-end").addEventListener("click", () => command("end"));
+  $("id-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (!input.value.trim()) { input.focus(); return; }
+    if (await command("id", typed())) input.value = "";
+  });
+  $("btn-print").addEventListener("click", report);
+
+  let polling = null;
+  function poll() {
+    if (polling) return;
+    polling = setInterval(async () => {
+      try {
+        const r = await fetch(api("/api/state"), { credentials: "same-origin", cache: "no-store" });
+        if (r.ok) render(await r.json());
+      } catch (e) { /* shown by the staleness check */ }
+    }, 2000);
+  }
+  function connect() {
+    if (!window.EventSource) { poll(); return; }
+    const es = new EventSource(api("/api/events"));
+    let errors = 0;
+    es.onmessage = (e) => { errors = 0; render(JSON.parse(e.data)); };
+    es.onerror = () => { if (++errors >= 3) { es.close(); poll(); } };
+  }
+  setInterval(() => { if (lastUpdate && Date.now() - lastUpdate > 20000) $("conn").hidden = false; }, 5000);
+  fetch(api("/api/state"), { credentials: "same-origin" }).then((r) => r.ok && r.json()).then((s) => s && render(s)).catch(() => {});
+  connect();
+  input.focus();
+})();

@@ -1,0 +1,200 @@
+"""The station page in a real headless Chromium (Debian's chromium + chromium-driver, driven by
+selenium; nothing is downloaded at run time), against the agent as its own process on a
+synthetic microscope video with a real Mosquitto.
+
+Screenshots go to test-artifacts/ (or $LEUKEDGE_TEST_ARTIFACTS).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from edge.messages import DEFAULT_PREFIX, topic
+from tests.agent_proc import ROOT, AgentProcess, ResultFeed, agent_config
+from tests.bundle_factory import make_small_bundle
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+                       reason="needs Debian's chromium and chromium-driver (CI installs them with apt-get)"),
+]
+ARTIFACTS = Path(os.environ.get("LEUKEDGE_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return make_small_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    from trainer.synth.video import write_video
+
+    path = tmp_path_factory.mktemp("video") / "smear.mp4"
+    write_video(path, n_fields=6, size=320, seed=3, fps=15)
+    return path
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,2000", "--no-first-run", "--disable-extensions"):  # the largest it may grow to
+        opts.add_argument(arg)
+    # an explicit driver path: selenium-manager never runs, nothing is fetched
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    driver.implicitly_wait(0)
+    frame = driver.execute_script("return window.outerHeight - window.innerHeight")
+    driver.set_window_size(800, 480 + frame)  # the viewport of the Pi's 7" touchscreen
+    yield driver
+    driver.quit()
+
+
+def text(driver, element_id: str) -> str:
+    return driver.find_element("id", element_id).text
+
+
+def until(driver, predicate, timeout: float = 30.0, what: str = ""):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: predicate(d), what)
+
+
+def screenshot(driver, name: str, width: int = 800, height: int | None = None) -> Path:
+    """The page as the technician sees it at width x height CSS px; `height=None` = the whole page."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    frame = driver.execute_script("return window.outerHeight - window.innerHeight")
+    if height is None:
+        driver.set_window_size(width, 1800)  # tall: the full layout, not the 800x480 one
+        height = driver.execute_script(
+            "return Math.ceil(document.querySelector('footer').getBoundingClientRect().bottom + window.scrollY)")
+    driver.set_window_size(width, height + frame)
+    driver.execute_script("window.scrollTo(0, 0)")
+    time.sleep(0.5)
+    path = ARTIFACTS / name
+    assert driver.save_screenshot(str(path)) and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    driver.set_window_size(800, 480 + frame)
+    return path
+
+
+def test_station_page_live_samples_and_broker_loss(tmp_path, bundle, video, broker, browser):
+    work = tmp_path / "agent"
+    cfg = agent_config(work, bundle, video, broker.url, device_id="scope-7", gate={"mode": "still"},
+                       source={"fps": 15.0}, sample={"fields_per_sample": 0}, ui={"listen": "127.0.0.1:0"})
+    agent = AgentProcess(work, cfg).start()
+    feed = ResultFeed(broker.port, device="scope-7", client_id="lab", extra_topics=[topic(DEFAULT_PREFIX, "scope-7", "sample")])
+    try:
+        url = agent.page_url()
+        browser.get(url)
+        assert browser.title == "leukedge station"
+        # a field result appears within seconds, with its probabilities and thumbnail
+        until(browser, lambda d: text(d, "field-decision") not in ("", "No field yet"), 60, "no field result")
+        assert len(browser.find_elements("css selector", "#field-probs .p")) == 4
+        until(browser, lambda d: d.execute_script("return document.getElementById('thumb').naturalWidth") > 0, 10)
+        decision = text(browser, "field-decision")
+        assert decision.split("\n")[0] in ("Benign", "Early", "Pre", "Pro", "\u26A0 REFER"), decision
+        assert "scope-7" in text(browser, "device") and "on litert-cpu" in text(browser, "model")
+        assert "MQTT connected" in text(browser, "mqtt") and "camera open" in text(browser, "camera")
+        assert "Screening aid, not a diagnosis" in browser.find_element("tag name", "footer").text
+        # on the 800x480 touchscreen the decisions and the sample buttons show without scrolling
+        below = browser.execute_script(
+            "window.scrollTo(0, 0); return ['field-decision', 'sample-decision', 'btn-start', 'btn-end', 'btn-id']"
+            ".filter(id => document.getElementById(id).getBoundingClientRect().bottom > window.innerHeight)")
+        assert below == [], f"below the fold at 800x480: {below}"
+        frame = browser.execute_script("return window.outerHeight - window.innerHeight")
+        browser.set_window_size(390, 844 + frame)  # a phone: one column
+        lefts = browser.execute_script("return ['live', 'sample', 'recent'].map("
+                                       "id => document.getElementById(id).getBoundingClientRect().left)")
+        assert len(set(lefts)) == 1, lefts
+        browser.set_window_size(800, 480 + frame)
+
+        # Start sample with a scanned id: on the page and on MQTT
+        box = browser.find_element("id", "sample-input")
+        box.send_keys("SLIDE-0042")
+        browser.find_element("id", "btn-start").click()
+        until(browser, lambda d: text(d, "sample-id") == "SLIDE-0042", 15, "sample id not on the page")
+        assert until(browser, lambda d: any(r["sample_id"] == "SLIDE-0042" for r, _ in list(feed.results)), 60)
+        until(browser, lambda d: re.match(r"[1-9]\d* fields? since", text(d, "sample-fields")), 30)
+        screenshot(browser, "station-800x480.png", 800, 480)
+        screenshot(browser, "station.png", 1024)
+
+        # End sample: the closed sample stays on the page, and its `sample` message goes out
+        browser.find_element("id", "btn-end").click()
+        until(browser, lambda d: text(d, "closed-id") == "SLIDE-0042", 15, "closed sample not shown")
+        assert "(command)" in text(browser, "closed-meta") and text(browser, "closed-decision")
+        assert until(browser, lambda d: [p for t, p in list(feed.other) if t.endswith("/sample")
+                                         and b'"sample_id":"SLIDE-0042"' in p and b'"closed_by":"command"' in p], 30)
+        # the closed sample's print view: its id, pooled probabilities, decision and model sha256, nothing else
+        browser.execute_script("window.print = () => { window.printed = true; }")
+        browser.find_element("id", "btn-print").click()
+        assert browser.execute_script("return window.printed")
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+        report = browser.find_element("id", "report")
+        assert report.is_displayed() and not browser.find_element("tag name", "main").is_displayed()
+        assert text(browser, "r-id") == "SLIDE-0042"
+        assert re.search(r"sha256 [0-9a-f]{64}", report.text) and "Pooled probabilities" in report.text
+        assert "Screening aid, not a diagnosis" in report.text
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+
+        # The broker goes away: MQTT offline, and the backlog grows on the page
+        broker.stop()
+        until(browser, lambda d: "MQTT offline since" in text(d, "mqtt"), 30, "offline not shown")
+        first = int(re.search(r"backlog (\d+)", text(browser, "outbox")).group(1))
+        until(browser, lambda d: int(re.search(r"backlog (\d+)", text(d, "outbox")).group(1)) > first, 60,
+              "backlog did not grow")
+        assert "oldest" in text(browser, "outbox")
+        screenshot(browser, "station-offline.png", 1024)
+    finally:
+        feed.close()
+        agent.terminate()
+
+
+def test_lan_page_asks_for_the_password(tmp_path, bundle, video, browser):
+    pw = tmp_path / "station.pw"
+    pw.write_text("tech:s3cret-station\n")
+    work = tmp_path / "agent"
+    cfg = agent_config(work, bundle, video, None, gate={"mode": "still"}, source={"fps": 15.0},
+                       ui={"listen": "0.0.0.0:0", "password_file": str(pw)})
+    agent = AgentProcess(work, cfg).start()
+    try:
+        url = agent.page_url()
+        assert "password crosses the LAN in clear" in agent.log()  # warned at start
+        for auth in (None, "tech:wrong", "nobody:s3cret-station"):
+            req = urllib.request.Request(url, headers={"Authorization": "Basic " + base64.b64encode(
+                auth.encode()).decode()} if auth else {})
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=10)
+            assert err.value.code == 401 and err.value.headers["WWW-Authenticate"].startswith("Basic")
+        browser.get(url)  # no credentials: the browser gets the 401 (headless: no prompt), not the page
+        assert not browser.find_elements("id", "sample-input") and "Screening aid" not in browser.page_source
+        browser.get(url.replace("://", "://tech:s3cret-station@"))
+        until(browser, lambda d: d.find_elements("css selector", "#warnings .w-insecure"), 30, "no page")
+        assert "without HTTPS" in browser.find_element("css selector", "#warnings .w-insecure").text
+        # a browser without Server-Sent Events still follows the agent, by polling /api/state
+        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": "delete window.EventSource;"})
+        browser.get(url.replace("://", "://tech:s3cret-station@"))
+        assert browser.execute_script("return typeof EventSource") == "undefined"
+        until(browser, lambda d: text(d, "field-meta"), 60, "no field")
+        first = text(browser, "field-meta")
+        until(browser, lambda d: text(d, "field-meta") not in ("", first), 60, "the page did not follow by polling")
+        # and its buttons work behind the password (basic auth + CSRF token from the page)
+        browser.find_element("id", "sample-input").send_keys("LAN-7")
+        browser.find_element("id", "btn-start").click()
+        until(browser, lambda d: text(d, "sample-id") == "LAN-7", 30, "Start sample failed behind the password")
+        assert "s3cret-station" not in agent.log()  # the secret is never logged
+    finally:
+        agent.terminate()
