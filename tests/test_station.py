@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import socket
 import ssl
@@ -290,7 +291,6 @@ def test_a_stalled_browser_does_not_hold_up_the_loop(tmp_path, bundle):
 @pytest.mark.slow
 def test_demo_agent_serves_its_page_after_the_video(tmp_path, bundle, capsys):
     """`leukedge demo`'s agent step prints the page's URL and keeps it up after the video (linger)."""
-    import re
 
     from leukedge.demo import _agent_on_video
     from trainer.synth.video import write_video
@@ -346,3 +346,51 @@ def test_model_switched_while_running_is_bannered(tmp_path, bundle):
         agent.request_stop()
         t.join(30)
     assert json.loads((tmp_path / "outbox.model.json").read_text())["sha256"] == other.sha256  # recorded
+
+
+@pytest.mark.slow
+def test_a_disk_that_refuses_writes_is_on_the_page(tmp_path, bundle):
+    """The agent as its own process under RLIMIT_FSIZE (the kernel refuses to grow any file, as on a
+    full card, without root): the page warns, /metrics says so, and classification goes on."""
+    import os
+    import resource
+    import sys
+
+    import yaml
+
+    from tests.agent_proc import CLI, ROOT, agent_config
+
+    frames = write_images(tmp_path / "frames", 12)
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump(agent_config(tmp_path, bundle, frames, ui={"listen": "127.0.0.1:0"})))
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    out: list[bytes] = []
+    proc = subprocess.Popen([sys.executable, "-c", CLI, "agent", "--config", str(cfg)], cwd=ROOT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, hard)))
+    reader = threading.Thread(target=lambda: out.extend(iter(proc.stdout.readline, b"")), daemon=True)
+    reader.start()
+    try:
+        url = wait_for(lambda: next((m.group(1).decode() for line in list(out)
+                                     if (m := re.search(rb"station page at (\S+)", line))), None), 120)
+        assert url, b"".join(out)[-2000:]
+
+        def state():
+            try:
+                status, _, body = get(url + "api/state")
+            except urllib.error.URLError:
+                return None
+            return json.loads(body) if status == 200 else None
+
+        s = wait_for(lambda: (x := state()) and any(w["kind"] == "disk" for w in x["warnings"]) and x, 120)
+        assert s, b"".join(out)[-2000:]
+        text = next(w["text"] for w in s["warnings"] if w["kind"] == "disk")
+        assert text.startswith("Cannot write to the disk") and s["outbox"]["in_memory"] > 0
+        fields = s["counts"]["fields"]
+        assert wait_for(lambda: (state() or {"counts": {"fields": 0}})["counts"]["fields"] > fields, 30)
+        _, _, body = get(url + "metrics")
+        assert b"leukedge_disk_write_failing 1.0" in body
+    finally:
+        proc.terminate()
+        proc.wait(60)
