@@ -93,24 +93,35 @@ class Manifest(BaseModel):
 # --------------------------------------------------------------------------- frames
 
 
-def as_rgb_uint8(frame: np.ndarray) -> np.ndarray:
+def as_rgb_uint8(frame: np.ndarray, max_pixels: int | None = None) -> np.ndarray:
     """Check a decoded frame and return it as HxWx3 uint8 RGB.
 
-    RGBA loses its alpha channel; grayscale, 16-bit, float and empty frames are refused
-    with a BadFrame naming the problem (a smear classifier has no use for them, and
-    guessing a rescale would hide a misconfigured camera).
+    RGBA loses its alpha channel; grayscale, 16-bit, float, empty, tiny frames and frames
+    over `max_pixels` are refused with a BadFrame naming the problem (a smear classifier
+    has no use for them, and guessing a rescale would hide a misconfigured camera).
     """
     if not isinstance(frame, np.ndarray) or frame.size == 0:
-        raise BadFrame("empty frame")
+        raise BadFrame("empty frame", "empty")
     if frame.dtype != np.uint8:
-        raise BadFrame(f"frame dtype is {frame.dtype}, expected uint8 (8-bit RGB)")
+        raise BadFrame(f"frame dtype is {frame.dtype}, expected uint8 (8-bit RGB)", "bit_depth")
     if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
-        raise BadFrame(f"grayscale frame {frame.shape}, expected colour RGB")
+        raise BadFrame(f"grayscale frame {frame.shape}, expected colour RGB", "grayscale")
     if frame.ndim != 3 or frame.shape[2] not in (3, 4):
-        raise BadFrame(f"frame shape {frame.shape}, expected HxWx3 RGB")
-    if frame.shape[0] < 16 or frame.shape[1] < 16:
-        raise BadFrame(f"frame {frame.shape[1]}x{frame.shape[0]} is too small")
+        raise BadFrame(f"frame shape {frame.shape}, expected HxWx3 RGB", "shape")
+    check_size(frame.shape[1], frame.shape[0], max_pixels)
     return frame[:, :, :3]
+
+
+MIN_SIDE = 16  # pixels: below this a frame holds no cell worth classifying
+
+
+def check_size(width: int, height: int, max_pixels: int | None = None) -> None:
+    """BadFrame unless both sides are at least MIN_SIDE and the pixel count is within `max_pixels`."""
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise BadFrame(f"frame {width}x{height} is too small (under {MIN_SIDE} px a side)", "too_small")
+    if max_pixels and width * height > max_pixels:
+        raise BadFrame(f"frame {width}x{height} has {width * height / 1e6:.1f} MP, over source.max_pixels "
+                       f"({max_pixels / 1e6:g} MP)", "too_large")
 
 
 def center_square(frame: np.ndarray) -> np.ndarray:
@@ -140,33 +151,69 @@ def preprocess(frame: np.ndarray, spec: InputSpec | int = 224) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def decode_image(data: bytes, name: str = "image") -> np.ndarray:
-    """Encoded bytes (JPEG, PNG, ...) -> HxWx3 uint8 RGB, or BadFrame naming `name`."""
+def check_header(data: bytes, max_pixels: int) -> None:
+    """BadFrame when the size in an encoded image's header is over `max_pixels` (or tiny).
+
+    Pillow parses only the header on open (JPEG, PNG, BMP, TIFF, WebP, ...), so no pixel
+    is decoded. A header Pillow cannot parse passes: the decoded frame is checked instead.
+    """
+    import io
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+        except Image.DecompressionBombError:  # over Pillow's own hard limit, which hides the size
+            limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+            if max_pixels < limit:
+                raise BadFrame(f"image header claims over {limit / 1e6:.0f} MP, over source.max_pixels "
+                               f"({max_pixels / 1e6:g} MP)", "too_large") from None
+            return
+        except Exception:  # noqa: BLE001 - any parse failure means "unknown", decided by the decoder
+            return
+    check_size(width, height, max_pixels)
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None) -> np.ndarray:
+    """Encoded bytes (JPEG, PNG, ...) -> HxWx3 uint8 RGB, or BadFrame naming `name`.
+
+    With `max_pixels`, the size in the file header is checked before decoding, so a small
+    file that would expand to gigabytes is refused without allocating them.
+    """
     import cv2
 
     if not data:
-        raise BadFrame(f"{name}: empty file")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise BadFrame(f"{name}: not a decodable image (corrupt or truncated?)")
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
-    elif img.ndim == 3 and img.shape[2] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        raise BadFrame(f"{name}: empty file", "empty", name)
     try:
-        return as_rgb_uint8(img)
+        if max_pixels:
+            check_header(data, max_pixels)
+        try:
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:  # OpenCV refuses some malformed headers by raising instead of returning None
+            img = None
+        if img is None:
+            raise BadFrame("not a decodable image (corrupt or truncated?)", "corrupt")
+        if img.ndim == 3 and img.shape[2] == 4:  # in place: no second copy of a large frame
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA, dst=img)
+        elif img.ndim == 3 and img.shape[2] == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)
+        return as_rgb_uint8(img, max_pixels)
     except BadFrame as exc:
-        raise BadFrame(f"{name}: {exc}") from None
+        raise BadFrame(f"{name}: {exc}", exc.reason, name) from None
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as HxWx3 uint8 RGB; BadFrame (naming the file) if it cannot be used."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise BadFrame(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return decode_image(data, str(path))
+        raise BadFrame(f"{path}: cannot read ({exc.strerror or exc})", "unreadable", str(path)) from None
+    return decode_image(data, str(path), max_pixels)
 
 
 # --------------------------------------------------------------------------- bundles

@@ -56,6 +56,9 @@ class SourceConfig(_Strict):
     width: int | None = Field(None, ge=16)
     height: int | None = Field(None, ge=16)
     fps: float | None = Field(None, gt=0)  # replay pacing for files and folders; None = as fast as possible
+    # Frames over this many pixels are skipped as bad (too_large); image files are checked
+    # from their header, before decoding. 50 MP is a 8660x5773 frame, 150 MB as RGB.
+    max_pixels: int = Field(50_000_000, ge=256)
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
 
     @field_validator("uri")

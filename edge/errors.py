@@ -16,8 +16,24 @@ class BadInput(LeukedgeError):
     exit_code = 2
 
 
+# Why a frame was skipped: the keys of `stats.frames.bad_<reason>` (docs/edge.md).
+BAD_FRAME_REASONS = ("empty", "corrupt", "unreadable", "bit_depth", "grayscale", "shape", "too_small", "too_large")
+
+
 class BadFrame(BadInput):
-    """A single frame or image that cannot be used; callers skip and count it."""
+    """A single frame or image that cannot be used; callers skip and count it by `reason`.
+
+    The reason is given where the problem is found, so counting never depends on the
+    wording of the message (which may contain a file name with any words in it).
+    `frame` names the file or frame when the raiser knows it.
+    """
+
+    def __init__(self, message: str, reason: str, frame: str | None = None):
+        if reason not in BAD_FRAME_REASONS:
+            raise ValueError(f"unknown bad-frame reason {reason!r}")
+        super().__init__(message)
+        self.reason = reason
+        self.frame = frame
 
 
 class BundleError(BadInput):

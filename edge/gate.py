@@ -9,7 +9,10 @@ deviation, is `blank`) and differs from the last
 classified field (mean absolute difference above `novelty_threshold`). All three are
 measured on a small grey copy of the frame (about `analysis_width` pixels wide), which
 is cheap and insensitive to sensor noise. `mode: continuous` passes every Nth frame.
-Rejections are counted by reason, never classified.
+
+A still capture (each image of a folder, a single image file) is a deliberate picture,
+not a moment of a stream: it needs no stillness and no novelty over its neighbour, only
+to be sharp and not blank. Rejections are counted by reason, never classified.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 REASONS = ("moving", "settling", "blank", "blurred", "same_field", "skipped")
+MIN_ROWS = 8  # the analysis copy keeps at least this many pixels on its short side
 
 
 class Verdict(NamedTuple):
@@ -37,13 +41,18 @@ class Gate:
         self._last_field: np.ndarray | None = None
         self._still = 0
         self._n = 0
+        self.best_focus = 0.0  # sharpest frame measured: a hint for focus_threshold
 
     def _small_grey(self, rgb: np.ndarray) -> np.ndarray:
-        """Grey, shrunk by a whole factor towards `analysis_width` (OpenCV's fast INTER_AREA path)."""
+        """Grey, shrunk by a whole factor towards `analysis_width` (OpenCV's fast INTER_AREA path).
+
+        The factor never leaves the short side under MIN_ROWS, so a panorama-shaped frame
+        (60000x20) shrinks less instead of to nothing.
+        """
         import cv2
 
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        f = max(1, round(grey.shape[1] / self.cfg.analysis_width))
+        f = max(1, min(round(grey.shape[1] / self.cfg.analysis_width), min(grey.shape) // MIN_ROWS))
         if f == 1:
             return grey
         h, w = grey.shape[0] // f, grey.shape[1] // f
@@ -58,12 +67,15 @@ class Gate:
         lap_sd = float(cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_16S))[1][0, 0])
         return lap_sd**2 / max(sd**2, 1e-6), sd
 
-    def check(self, rgb: np.ndarray) -> Verdict:
+    def check(self, rgb: np.ndarray, still: bool = False) -> Verdict:
+        """The verdict on one frame; `still`: a still capture (see the module docstring)."""
         grey = self._small_grey(rgb)
         self._n += 1
         if self.cfg.mode == "continuous":
             ok = (self._n - 1) % self.cfg.every_n == 0
             return self._count(Verdict(ok, "field" if ok else "skipped", self.focus_of(grey)[0] if ok else 0.0))
+        if still:
+            return self._count(self._remember(self._quality(grey), grey))
         moved = self._prev is None or grey.shape != self._prev.shape or _mad(grey, self._prev) >= self.cfg.motion_threshold
         self._prev = grey
         self._still = 0 if moved else self._still + 1
@@ -71,16 +83,40 @@ class Gate:
             return self._count(Verdict(False, "moving", 0.0))
         if self._still < self.cfg.still_frames:
             return self._count(Verdict(False, "settling", 0.0))
-        focus, contrast = self.focus_of(grey)
-        if contrast < self.cfg.min_contrast:
-            return self._count(Verdict(False, "blank", focus))
-        if focus < self.cfg.focus_threshold:
-            return self._count(Verdict(False, "blurred", focus))
+        v = self._quality(grey)
         last = self._last_field
-        if last is not None and last.shape == grey.shape and _mad(grey, last) < self.cfg.novelty_threshold:
-            return self._count(Verdict(False, "same_field", focus))
-        self._last_field = grey
-        return self._count(Verdict(True, "field", focus))
+        if v.accept and last is not None and last.shape == grey.shape and _mad(grey, last) < self.cfg.novelty_threshold:
+            v = Verdict(False, "same_field", v.focus)
+        return self._count(self._remember(v, grey))
+
+    def _quality(self, grey: np.ndarray) -> Verdict:
+        """`blank`, `blurred` or fit to classify (`field`): the checks every frame gets."""
+        focus, contrast = self.focus_of(grey)
+        self.best_focus = max(self.best_focus, focus)
+        if contrast < self.cfg.min_contrast:
+            return Verdict(False, "blank", focus)
+        if focus < self.cfg.focus_threshold:
+            return Verdict(False, "blurred", focus)
+        return Verdict(True, "field", focus)
+
+    def _remember(self, v: Verdict, grey: np.ndarray) -> Verdict:
+        if v.accept:
+            self._last_field = grey
+        return v
+
+    def explain(self) -> str:
+        """Why frames were rejected so far, with the setting behind each reason (for the log)."""
+        hints = {
+            "moving": f"differ from the previous frame by gate.motion_threshold ({self.cfg.motion_threshold}) or more",
+            "settling": f"still for fewer than gate.still_frames ({self.cfg.still_frames}) frames",
+            "blank": f"grey contrast under gate.min_contrast ({self.cfg.min_contrast})",
+            "blurred": f"sharpness under gate.focus_threshold ({self.cfg.focus_threshold}; "
+                       f"sharpest seen {self.best_focus:.3g})",
+            "same_field": f"within gate.novelty_threshold ({self.cfg.novelty_threshold}) of the last field",
+            "skipped": f"between every gate.every_n ({self.cfg.every_n}) frames",
+        }
+        parts = [f"{n} {reason} ({hints[reason]})" for reason, n in self.rejected.most_common()]
+        return "; ".join(parts) or "no frame reached the gate"
 
     def _count(self, v: Verdict) -> Verdict:
         if v.accept:

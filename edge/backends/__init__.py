@@ -5,12 +5,17 @@ suits the backend (Edge TPU -> tflite-edgetpu, CPU -> tflite-int8, ONNX Runtime 
 onnx-qdq / onnx-fp32), verifies its sha256 and refuses a bundle whose labels or
 input size disagree with the model. `auto` tries, best first: Edge TPU, ONNX Runtime
 on TensorRT or CUDA, LiteRT CPU, tflite-runtime, ONNX Runtime CPU.
+
+CPU threads: `backend.threads`, else `default_threads()` (the cores this process may
+run on, at most MAX_DEFAULT_THREADS), never the runtime's own default (LiteRT's is one
+thread, which leaves the other cores of a Pi idle).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,7 +26,7 @@ from edge.formats import run_by
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backend", "BackendUnavailable", "NAMES", "open_backend", "load_for_manifest"]
+__all__ = ["Backend", "BackendUnavailable", "NAMES", "default_threads", "open_backend", "load_for_manifest"]
 
 
 class Candidate(NamedTuple):
@@ -48,6 +53,26 @@ ALIASES = {
 NAMES = ("auto", *(c.key for c in CANDIDATES), *ALIASES)
 
 
+MAX_DEFAULT_THREADS = 4
+
+
+def default_threads() -> int:
+    """Inference threads when the config names none: the cores this process may use, at most 4.
+
+    The agent's own stages run between invokes, not during them (the calling thread is one
+    of the runtime's threads), so invoke may have every allowed core. Past 4 threads a
+    batch-1 MobileNet-sized model gains little and XNNPACK's spinning workers keep more
+    cores hot; on a 6-core Jetson the CPU path is the fallback and 2 cores stay with the
+    camera pipeline. `os.sched_getaffinity` honours taskset, systemd CPUAffinity and
+    container cpusets (not a CPU quota: set `backend.threads` there).
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_DEFAULT_THREADS))
+
+
 def _candidates(name: str) -> list[Candidate]:
     if name == "auto":
         return list(CANDIDATES)
@@ -61,15 +86,17 @@ def _candidates(name: str) -> list[Candidate]:
 def _open(c: Candidate, path: Path, fmt: str, threads: int | None, device: str | None) -> Backend:
     """Open `path` with candidate `c`; a file its runtime cannot parse is bad input, not a crash."""
     module = importlib.import_module(f"edge.backends.{c.module}")
+    threads = threads or default_threads()
+    extra = {"provider": c.provider} if c.provider else {}
     try:
-        if c.provider:
-            return module.open_model(path, threads=threads, device=device, provider=c.provider)
-        return module.open_model(path, threads=threads, device=device)
+        backend = module.open_model(path, threads=threads, device=device, **extra)
     except LeukedgeError:
         raise
     except Exception as exc:  # noqa: BLE001 - each runtime raises its own types for a malformed file
         reason = next(iter(str(exc).strip().splitlines()), "") or type(exc).__name__
         raise BundleError(f"{path}: not a {fmt} model that {c.key} can load ({reason[:200]})") from None
+    backend.threads = threads
+    return backend
 
 
 def _try(cands, files, threads, device, reasons: list[str]) -> tuple[Backend, str] | None:
@@ -138,5 +165,5 @@ def load_for_manifest(
     if problem:
         chosen_backend.close()
         raise BundleError(f"{bundle_dir / entry.path}: {problem}")
-    log.info("loaded %s with %s", entry.path, chosen_backend.name)
+    log.info("loaded %s with %s, %d CPU threads", entry.path, chosen_backend.name, chosen_backend.threads)
     return chosen_backend, entry

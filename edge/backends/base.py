@@ -22,6 +22,7 @@ class Backend:
     input_shape: tuple[int, int, int] = (0, 0, 3)
     labels_count: int = 0
     model_path: str = ""
+    threads: int = 0  # CPU threads it was opened with (edge.backends.default_threads unless configured)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """One HxWx3 uint8 frame -> float32 probabilities of shape (labels_count,)."""

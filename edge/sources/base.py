@@ -14,6 +14,7 @@ class Frame(NamedTuple):
     index: int  # frame number since the source was opened
     name: str  # file name, or "<uri>#<index>" for cameras and streams
     decode_ms: float  # time to capture or decode this frame
+    still: bool = False  # a still capture (an image file): the gate skips its stillness test
 
 
 class SourceError(BadInput):
@@ -24,9 +25,14 @@ class SourceLost(Exception):
     """A live source stopped delivering (unplugged camera, dropped or stalled stream)."""
 
 
+class SourceBroken(Exception):
+    """A finite source failed before its end (a video corrupt or truncated part-way): not a clean end."""
+
+
 class Source:
     """A frame source. `read()` returns a Frame, None at end of stream, or raises BadFrame
-    (skip and count this frame) or SourceLost (reopen me)."""
+    (skip and count this frame), SourceLost (reopen me) or SourceBroken (a file that
+    cannot be read to its end)."""
 
     uri: str = ""
     live: bool = False  # cameras and streams: end of stream means reopen, never stop

@@ -1,4 +1,9 @@
-"""An image folder as a source: every picture in name order (a replay source for tests and benchmarks)."""
+"""Image files as a source: every picture of a folder in name order, or one image file.
+
+Each image is a still capture (`Frame.still`): a deliberate picture, which the gate
+checks for focus and blankness but not for stillness. The size in each file's header is
+checked against `max_pixels` before the pixels are decoded.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +11,29 @@ import time
 from pathlib import Path
 
 from edge.bundle import read_image
+from edge.errors import BadFrame
 from edge.sources.base import Frame, Source, SourceError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 class FolderSource(Source):
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, max_pixels: int | None = None):
         self.path = Path(path)
         self.uri = str(path)
+        self.max_pixels = max_pixels
         self._files: list[Path] = []
         self._i = 0
 
     def open(self) -> "FolderSource":
-        if not self.path.is_dir():
+        if self.path.suffix.lower() in IMAGE_SUFFIXES and not self.path.is_dir():
+            if not self.path.is_file():
+                raise SourceError(f"source {self.path}: image file not found")
+            self._files = [self.path]
+        elif not self.path.is_dir():
             raise SourceError(f"source {self.path}: folder not found")
-        self._files = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        else:
+            self._files = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self._files:
             raise SourceError(f"source {self.path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self._i = 0
@@ -33,5 +45,9 @@ class FolderSource(Source):
         path, index = self._files[self._i], self._i
         self._i += 1
         t0 = time.perf_counter()
-        image = read_image(path)
-        return Frame(image, index, path.name, (time.perf_counter() - t0) * 1e3)
+        try:
+            image = read_image(path, self.max_pixels)
+        except BadFrame as exc:
+            exc.frame = path.name  # as the Frame is named
+            raise
+        return Frame(image, index, path.name, (time.perf_counter() - t0) * 1e3, still=True)

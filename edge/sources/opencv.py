@@ -2,6 +2,12 @@
 
 A stalled stream is detected by OpenCV's own read timeout (set from the watchdog's
 `stall_s`), which turns "no frames for N seconds" into a failed read and a reopen.
+
+A video file's failed read is only its end when the frames its header announces have
+been read (within END_SLACK). Before that it is a frame that failed to decode (BadFrame,
+`corrupt`; FFmpeg often resumes at the next key frame), and after GAP_LIMIT such
+failures in a row the file is broken (SourceBroken), which is reported, not taken for
+a clean end.
 """
 
 from __future__ import annotations
@@ -9,8 +15,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from edge.errors import BadFrame
 from edge.redact import redact_url
-from edge.sources.base import Frame, Source, SourceError, SourceLost
+from edge.sources.base import Frame, Source, SourceBroken, SourceError, SourceLost
+
+GAP_LIMIT = 50  # failed reads in a row before a video file counts as broken, not damaged
+END_SLACK = 0.01  # a header's frame count may overstate the frames by this fraction (and 2 frames)
 
 
 class OpenCVSource(Source):
@@ -28,6 +38,8 @@ class OpenCVSource(Source):
             self.target, self.live = str(Path(uri)), False
         self._cap = None
         self._index = 0
+        self._expected = 0  # frames a video file's header announces (0: unknown)
+        self._gap = 0  # failed reads in a row
 
     def open(self) -> "OpenCVSource":
         import cv2
@@ -46,7 +58,8 @@ class OpenCVSource(Source):
         if self.width and self.height:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
-        self._cap, self._index = cap, 0
+        self._cap, self._index, self._gap = cap, 0, 0
+        self._expected = 0 if self.live else max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
         return self
 
     def read(self) -> Frame | None:
@@ -57,10 +70,25 @@ class OpenCVSource(Source):
         if not ok or bgr is None:
             if self.live:
                 raise SourceLost(f"{self.uri}: no frame (unplugged, stream dropped or stalled)")
-            return None
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if bgr.ndim == 3 and bgr.shape[2] == 3 else bgr
+            return self._failed_read()
+        self._gap = 0
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr) if bgr.ndim == 3 and bgr.shape[2] == 3 else bgr
         self._index += 1
         return Frame(rgb, self._index - 1, f"{self.uri}#{self._index - 1}", (time.perf_counter() - t0) * 1e3)
+
+    def _failed_read(self) -> None:
+        """A video file's failed read: its end (None), a damaged frame (BadFrame) or a broken file."""
+        read = self._index  # frames consumed: decoded ones and failed ones
+        at_end = read >= self._expected - max(2, END_SLACK * self._expected)
+        if at_end and not self._gap:
+            return None
+        if at_end or self._gap >= GAP_LIMIT:  # failures ran into the end, or too many in a row
+            raise SourceBroken(f"{self.uri}: video stops decoding at frame {read - self._gap} of the "
+                               f"{self._expected} its header announces (corrupt or truncated file)")
+        self._index += 1
+        self._gap += 1
+        name = f"{self.uri}#{read}"
+        raise BadFrame(f"{name}: video frame failed to decode (corrupt file?)", "corrupt", name)
 
     def close(self) -> None:
         if self._cap is not None:

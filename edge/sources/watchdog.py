@@ -2,7 +2,9 @@
 
 Only a finite source (a video file or folder without loop) ever ends the run. While a
 source is down, `read()` returns None after a short sleep so the agent keeps
-publishing its backlog and stats.
+publishing its backlog and stats. A finite source that breaks before its end (a video
+corrupt part-way) is counted and logged as a failure; without loop it ends the run with
+`broken` set, so the agent can report it instead of passing it off as a clean end.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import time
 from typing import Callable
 
-from edge.sources.base import Frame, Source, SourceError, SourceLost
+from edge.sources.base import Frame, Source, SourceBroken, SourceError, SourceLost
 
 log = logging.getLogger(__name__)
 END = object()  # returned once a finite source has ended
@@ -28,6 +30,7 @@ class Watchdog:
         self.live = False
         self.opens = self.reopens = self.eofs = self.failures = 0
         self.last_error: str | None = None
+        self.broken: str | None = None  # why a finite source ended before its end
         self._next_try = 0.0
         self._next_frame = 0.0
 
@@ -63,6 +66,14 @@ class Watchdog:
         except SourceLost as exc:
             self._lost(str(exc))
             return None
+        except SourceBroken as exc:
+            self.failures += 1
+            self.last_error = str(exc)
+            log.error("source: %s%s", exc, "; replaying it from the start" if self.loop else "")
+            if not self.loop:
+                self.broken = str(exc)
+                return END
+            frame = None
         if frame is None:
             self.eofs += 1
             if not (self.live or self.loop):
