@@ -12,14 +12,22 @@ with no client, and on with one client watching (an SSE stream plus the thumbnai
 every new field, as the page does). Targets: <= 0.05 ms p50 added per frame with no
 client, <= 0.2 ms with one.
 
+`--cores 1,2,all` repeats the run (`ui` off) in a fresh process per core count, pinned to
+that many cores (`os.sched_setaffinity`), once with the backend's default thread count
+(derived from the affinity: edge.backends.default_threads) and once with 1 thread
+(LiteRT's own default), and prints throughput and overhead side by side.
+
     python benchmarks/bench_agent.py [--frames 2000] [--size 224] [--frame-size 224] [--threads N]
                                      [--ui off,idle,client]
+    python benchmarks/bench_agent.py --frames 500 --cores 1,2,all
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -173,7 +181,7 @@ def run_mode(mode: str, args, bundle: Path, frames: Path, broker, work: Path) ->
     wall = time.perf_counter() - t_run
     st = agent.parts.stats
     out = {"mode": mode, "load": load, "fps": args.frames / wall, "backlog": agent.parts.outbox.rows,
-           "backend": agent.parts.backend.name, "stages": {}, "cpu": np.percentile(cpu_overhead, [50, 95]),
+           "backend": agent.parts.backend.name, "threads": agent.parts.backend.threads, "stages": {}, "cpu": np.percentile(cpu_overhead, [50, 95]),
            "hooks": (float(np.percentile(hooks_ms, 50)), float(np.mean(hooks_ms)))}
     for name in ("decode", "gate", "pre", "invoke", "outbox", "publish", "total", "overhead"):
         values = np.fromiter(st.stages[name], float)
@@ -196,7 +204,13 @@ def main() -> int:
     ap.add_argument("--no-broker", action="store_true")
     ap.add_argument("--ui", default="off,idle,client",
                     help="station page modes to run, comma-separated: off, idle (no client), client (one watching)")
+    ap.add_argument("--cores", help="comma list of core counts ('all' = every allowed core): one run each")
+    ap.add_argument("--affinity", type=int, help=argparse.SUPPRESS)  # a --cores child: pin to this many cores
     args = ap.parse_args()
+    if args.cores:
+        return sweep(args)
+    if args.affinity:
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.affinity])
     modes = [m for m in args.ui.split(",") if m]
     if not modes or set(modes) - {"off", "idle", "client"}:
         ap.error("--ui takes off, idle and/or client")
@@ -222,6 +236,12 @@ def main() -> int:
             broker.stop()
 
     first = runs[0]
+    if args.affinity:  # a --cores child: one JSON line for the parent's table
+        print(json.dumps({"cores": len(os.sched_getaffinity(0)), "threads": first["threads"], "fps": first["fps"],
+                          "invoke_p50": float(first["stages"]["invoke"][0]),
+                          "overhead_p50": float(first["stages"]["overhead"][0]),
+                          "overhead_cpu_p50": float(first["cpu"][0]), "load": first["load"]}))
+        return 0
     print(f"\nagent on {args.frames} replayed {args.frame_size}px JPEG frames -> {args.size}px int8 MobileNetV2 "
           f"(alpha 1.0), backend {first['backend']}, broker {'mosquitto' if broker else 'none (offline)'}, "
           f"{os.cpu_count()} CPUs")
@@ -248,6 +268,27 @@ def main() -> int:
                 cpu = r["cpu"][0] - base["cpu"][0]
                 print(f"  {r['mode']:<7} {wall:+.3f} ms wall, {cpu:+.3f} ms CPU; hooks p50 {r['hooks'][0]:.4f} ms, "
                       f"mean {r['hooks'][1]:.4f} ms")
+    return 0
+
+
+def sweep(args) -> int:
+    """One child run per core count and thread setting; a table of throughput and overhead."""
+    allowed = len(os.sched_getaffinity(0))
+    counts = sorted({allowed if c == "all" else min(int(c), allowed) for c in args.cores.split(",")})
+    print(f"{'cores':>5} {'threads':>8} {'frames/s':>9} {'invoke p50':>11} {'overhead p50':>13} "
+          f"{'(CPU)':>7} {'load':>5}")
+    for cores in counts:
+        for threads in (None, 1):
+            cmd = [sys.executable, __file__, "--frames", str(args.frames), "--size", str(args.size),
+                   "--frame-size", str(args.frame_size), "--cache", str(args.cache), "--affinity", str(cores),
+                   "--ui", "off"]
+            cmd += ["--threads", str(threads)] if threads else []
+            cmd += ["--no-broker"] if args.no_broker else []
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            r = json.loads(out)
+            label = f"{r['threads']}{' (def)' if threads is None else ''}"
+            print(f"{r['cores']:>5} {label:>8} {r['fps']:>9.1f} {r['invoke_p50']:>9.2f}ms {r['overhead_p50']:>11.3f}ms "
+                  f"{r['overhead_cpu_p50']:>5.3f}ms {r['load']:>5.1f}")
     return 0
 
 
