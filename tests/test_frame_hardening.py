@@ -239,3 +239,23 @@ def test_backend_threads_default_to_the_cores_the_agent_may_use(tmp_path):
                               ",".join(map(str, allowed))], capture_output=True, text=True, cwd=ROOT, check=True)
         want = min(len(allowed), 4)
         assert out.stdout.split() == [str(want), str(want), "3"], out.stderr
+
+
+# --------------------------------------------------------------------------- log limit
+
+
+def test_limited_log_keeps_a_flood_readable(caplog):
+    """10 lines in full, then one per interval that says how many were held back."""
+    import logging
+
+    from edge.loglimit import LimitedLog
+
+    now = [0.0]
+    limited = LimitedLog(logging.getLogger("t.limit"), burst=10, every_s=30, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, "t.limit"):
+        for i in range(1000):
+            now[0] = i * 0.1  # 100 s of a 10 Hz flood
+            limited.warning("bad frame %d", i)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[:10] == [f"bad frame {i}" for i in range(9)] + [lines[9]] and "one line per 30 s" in lines[9]
+    assert len(lines) == 10 + 3 and lines[10] == "bad frame 309 (299 more since the last such line)"
