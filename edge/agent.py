@@ -18,12 +18,14 @@ from edge import __version__
 from edge.bundle import MANIFEST, as_rgb_uint8, preprocess, sha256_file
 from edge.components import Components, build_components
 from edge.errors import BadFrame
+from edge.loglimit import LimitedLog
 from edge.messages import SCHEMA, encode, result_payload, utc_now
 from edge.sources import END
 from edge.station import Station
 from edge.stats import cpu_temperature
 
 log = logging.getLogger("edge.agent")
+NO_FIELD_FRAMES = 100  # a source with no field after this many frames gets its rejections explained
 
 
 class Agent:
@@ -35,11 +37,14 @@ class Agent:
         self.signals = 0
         self.seq = 0
         self.station = None  # edge.station.Station after start(): page, health, systemd notify
+        self._bad_log = LimitedLog(log)
+        self._no_field_said = False
 
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> int:
-        """Run until a finite source ends, `max_frames`, or SIGTERM/SIGINT; then flush. Returns 0."""
+        """Run until a finite source ends, `max_frames`, or SIGTERM/SIGINT; then flush. Returns 0;
+        a file source broken part-way raises SourceError (exit 2) after the flush."""
         with self._signals():  # before start(): a SIGTERM while the model loads still exits cleanly
             self.start()
             try:
@@ -51,10 +56,17 @@ class Agent:
                     if frame is not None:
                         self.process(frame)
                     self.housekeeping()
+                    if not self.parts.stats.fields and self.parts.stats.frames >= NO_FIELD_FRAMES:
+                        self._explain_no_field()
                     if self.cfg.max_frames and self.parts.stats.frames >= self.cfg.max_frames:
                         break
             finally:
                 self.shutdown()
+        broken = getattr(self.parts.source, "broken", None)
+        if broken:  # after the flush: what was classified is queued; the file itself is bad input
+            from edge.sources import SourceError
+
+            raise SourceError(broken)
         return 0
 
     def process(self, frame) -> dict | None:
@@ -68,8 +80,8 @@ class Agent:
         t0 = time.perf_counter()
         try:
             with st.stage("gate"):
-                rgb = as_rgb_uint8(frame.image)
-                verdict = p.gate.check(rgb)
+                rgb = as_rgb_uint8(frame.image, self.cfg.source.max_pixels)
+                verdict = p.gate.check(rgb, still=frame.still)
         except BadFrame as exc:
             return self._bad_frame(frame.name, exc)
         if self.station is not None:
@@ -189,6 +201,8 @@ class Agent:
         p = self.parts
         if self.station is not None:
             self.station.stop()
+        if not p.stats.fields and p.stats.frames:
+            self._explain_no_field()
         self.emit("sample", p.samples.close("shutdown"))
         deadline = time.monotonic() + self.cfg.drain_timeout_s
         while not p.publisher.drained() and time.monotonic() < deadline and self.signals < 2:
@@ -213,10 +227,27 @@ class Agent:
             return None
 
     def _bad_frame(self, name: str, exc: BadFrame) -> None:
-        text = str(exc)
-        reason = next((r for k, r in _BAD_REASONS if k in text), "other")
-        self.parts.stats.bad[reason] += 1
-        log.warning("bad frame skipped (%s): %s", reason, text)
+        """Count by the reason set where the frame was refused; name it in the results log when it
+        comes from a file, once (a live source's flood and a looped folder's replays are only
+        counted, so they cannot rotate results out of the log)."""
+        p = self.parts
+        p.stats.bad[exc.reason] += 1
+        self._bad_log.warning("bad frame skipped (%s): %s", exc.reason, exc)
+        if p.results and not getattr(p.source, "live", False) and not getattr(p.source, "eofs", 0):
+            p.results.write("skipped", {"ts": utc_now(), "frame": exc.frame or name, "reason": exc.reason,
+                                        "detail": str(exc)})
+
+    def _explain_no_field(self) -> None:
+        """Once: why a source has given no field yet (gate rejections and bad frames, with the settings)."""
+        if self._no_field_said:
+            return
+        self._no_field_said = True
+        p = self.parts
+        bad = p.stats.bad
+        why = [p.gate.explain()] if sum(p.gate.rejected.values()) else []
+        if bad:
+            why.append(f"{sum(bad.values())} bad frames ({', '.join(f'{k} {v}' for k, v in bad.most_common())})")
+        log.warning("no field in the first %d frames: %s", p.stats.frames, "; ".join(why))
 
     def linger(self) -> None:
         """After a finite source: keep the page, commands and MQTT up for `ui.linger_s` (-1: until stopped)."""
@@ -245,10 +276,6 @@ class Agent:
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
-
-
-_BAD_REASONS = (("grayscale", "grayscale"), ("dtype", "bit_depth"), ("empty", "empty"), ("not a decodable", "corrupt"),
-                ("cannot read", "unreadable"), ("too small", "too_small"), ("shape", "shape"))
 
 
 def _ms_since(t0: float) -> float:
