@@ -1,7 +1,8 @@
 """Bad input never crashes the agent or loses queued data: every case has a defined result.
 
 Frames: skipped and counted with a reason (corrupt, truncated, empty, grayscale, 16-bit,
-too small) or used (RGBA loses alpha; an 8k x 8k frame is cropped and resized). Bundles
+too small, over source.max_pixels) or used (RGBA loses alpha; a 7000x7000 frame, 49 MP, is
+cropped and resized). Bundles
 and configs: refusal to start, exit code 2, one line naming the file or field. Commands:
 rejected and counted, the agent keeps running. Plus hypothesis fuzzing of the config
 loader and the command-payload parser.
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 from edge.commands import COMMANDS, SAMPLE_ID, BadCommand, Command, parse
 from edge.config import AgentConfig, load_config, substitute_env, validate
 from edge.errors import BadInput
-from tests.agent_proc import CLI, ROOT, AgentProcess, ResultFeed, agent_config, logged_ids, write_images
+from tests.agent_proc import CLI, ROOT, AgentProcess, ResultFeed, agent_config, blank_png, logged_ids, write_images
 from tests.broker import mosquitto_available
 
 
@@ -70,10 +71,12 @@ def write_bad_frames(folder: Path) -> dict[str, str | None]:
     cv2.imwrite(str(folder / "deep16.png"), rng.integers(0, 65535, (96, 96, 3), dtype=np.uint16))
     cv2.imwrite(str(folder / "tiny.png"), rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
     cv2.imwrite(str(folder / "rgba.png"), rng.integers(0, 256, (96, 96, 4), dtype=np.uint8))
-    ramp = np.linspace(0, 255, 8192, dtype=np.uint8)  # smooth, so the 8k JPEG stays small on disk
-    cv2.imwrite(str(folder / "huge8k.jpg"), np.dstack([np.broadcast_to(ramp, (8192, 8192))] * 3))
+    ramp = np.linspace(0, 255, 7000, dtype=np.uint8)  # smooth, so the 7k JPEG stays small on disk
+    cv2.imwrite(str(folder / "huge7k.jpg"), np.dstack([np.broadcast_to(ramp, (7000, 7000))] * 3))
+    (folder / "over_cap.png").write_bytes(blank_png(8192, 8192))  # 67 MP: over the 50 MP default
     return {"corrupt.jpg": "corrupt", "truncated.jpg": "corrupt", "empty.jpg": "empty", "gray.jpg": "grayscale",
-            "deep16.png": "bit_depth", "tiny.png": "too_small", "rgba.png": None, "huge8k.jpg": None,
+            "deep16.png": "bit_depth", "tiny.png": "too_small", "rgba.png": None, "huge7k.jpg": None,
+            "over_cap.png": "too_large",
             **{f"field-{i:04d}.jpg": None for i in range(3)}}
 
 
@@ -89,9 +92,9 @@ def test_bad_frames_are_skipped_and_counted(tmp_path, bundle):
     assert skipped == {name: why for name, why in expected.items() if why}, log
     results = [json.loads(line) for line in (work / "results.jsonl").read_text().splitlines()]
     sizes = sorted((r["frame"]["w"], r["frame"]["h"]) for r in results if r["type"] == "result")
-    assert sizes == [(96, 96)] * 4 + [(8192, 8192)]  # 3 good, RGBA without alpha, 8k cropped+resized
+    assert sizes == [(96, 96)] * 4 + [(7000, 7000)]  # 3 good, RGBA without alpha, 7k cropped+resized
     final = re.findall(r"stats: .* (\d+) fields, .* bad frames (\d+)", log)[-1]
-    assert tuple(map(int, final)) == (5, 6)
+    assert tuple(map(int, final)) == (5, 7)
     print(f"\n[bad frames] skipped {skipped}; classified {len(sizes)}")
 
 
