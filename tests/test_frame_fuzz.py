@@ -44,6 +44,9 @@ class Replay:
     def read(self):
         return self.makers.pop(0)() if self.makers else END
 
+    def stats(self) -> dict:
+        return {"state": "open"}
+
     def close(self):
         pass
 
