@@ -280,3 +280,16 @@ def blank_png(width: int, height: int) -> bytes:
     idat = b"\x78\xda" + b"".join(body) + last + struct.pack(">I", adler)
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid 16x16 PNG whose header (CRC fixed up) claims another size: a lying file."""
+    import struct
+    import zlib
+
+    import cv2
+
+    data = bytearray(cv2.imencode(".png", np.zeros((16, 16, 3), np.uint8))[1].tobytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)

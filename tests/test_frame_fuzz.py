@@ -9,8 +9,6 @@ or a bad frame with a known reason; the run must end normally.
 
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -23,6 +21,7 @@ from edge.agent import Agent
 from edge.config import load_config
 from edge.errors import BAD_FRAME_REASONS
 from edge.sources import END, Frame
+from tests.agent_proc import png_claiming
 
 _settings = settings(max_examples=40, deadline=None, derandomize=True,
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -114,14 +113,6 @@ def test_fuzz_raw_frames_through_the_agent(tmp_path, bundle, frames, gate):
 
 
 # --------------------------------------------------------------------------- files
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A valid 16x16 PNG whose IHDR (CRC fixed up) claims another size."""
-    data = bytearray(cv2.imencode(".png", np.zeros((16, 16, 3), np.uint8))[1].tobytes())
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
 
 
 @st.composite

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import zlib
 
 import cv2
 import numpy as np
@@ -20,21 +19,7 @@ from edge.config import GateConfig
 from edge.errors import BAD_FRAME_REASONS, BadFrame
 from edge.gate import Gate
 from edge.sources import END, Watchdog, make_source
-from tests.agent_proc import blank_png
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def png(rgb: np.ndarray) -> bytes:
-    return cv2.imencode(".png", rgb)[1].tobytes()
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A small valid PNG whose IHDR (with a correct CRC) claims another size."""
-    data = bytearray(png(np.zeros((16, 16, 3), np.uint8)))
-    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
-    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
-    return bytes(data)
+from tests.agent_proc import ROOT, blank_png, png_claiming
 
 
 def sharp_field(seed: int, size: int = 128) -> np.ndarray:
