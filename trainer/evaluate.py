@@ -52,7 +52,7 @@ def evaluate_run(run: Path, data: Path, out: Path | None = None, train_data: Pat
         from trainer.calibrate import apply_report
 
         fitted = train_report["postprocess"]
-        report["postprocess"] = apply_report(model, x, y, PostProcess.model_validate(fitted["params"]), batch,
+        report["postprocess"] = apply_report(trained.model, x, y, PostProcess.model_validate(fitted["params"]), batch,
                                              fitted["refer_below"])
         report.update({k: report["postprocess"][k] for k in ("accuracy_tta", "accuracy_box", "ece_box")})
     if baseline:
