@@ -16,6 +16,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_history(history: dict, path: Path) -> Path:
     """Loss and accuracy per epoch, training and validation, with phase changes marked."""
     plt = _pyplot()
@@ -37,10 +44,7 @@ def plot_history(history: dict, path: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_confusion(report: dict, path: Path, title: str | None = None) -> Path:
@@ -59,10 +63,7 @@ def plot_confusion(report: dict, path: Path, title: str | None = None) -> Path:
             ax.text(j, i, str(cm[i, j]), ha="center", va="center",
                     color="white" if cm[i, j] > cm.max() / 2 else "black")
     ax.set_title(title or f"accuracy {report['accuracy'] * 100:.2f} % (n={cm.sum()})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_reliability(y, curves: dict, path: Path, bins: int = 15) -> Path:
@@ -88,10 +89,7 @@ def plot_reliability(y, curves: dict, path: Path, bins: int = 15) -> Path:
     ax.set_ylim(0, 1.02)
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(f"reliability (n={len(y)})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_risk_coverage(curve: dict, path: Path, refer_below: float | None = None) -> Path:
@@ -112,7 +110,4 @@ def plot_risk_coverage(curve: dict, path: Path, refer_below: float | None = None
     ax.set_xlabel("coverage (% of fields decided, not referred)")
     ax.set_ylabel("error among decided (%)")
     ax.set_title("risk-coverage")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)

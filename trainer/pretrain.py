@@ -206,14 +206,11 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
 
 def _plot_loss(history: list[float], path: Path) -> Path:
-    from trainer.plots import _pyplot
+    from trainer.plots import _pyplot, _save
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(range(1, len(history) + 1), history, "o-")
     ax.set_xlabel("epoch")
     ax.set_ylabel("VICReg loss")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
