@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from converter.convert import convert
-    from trainer.synth import generate_dataset
+    from trainer.synth.fields import generate_dataset
     from trainer.train import TrainConfig, train
 
     root = args.out or Path(tempfile.mkdtemp(prefix="bench-pp-"))
