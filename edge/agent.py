@@ -16,10 +16,10 @@ from contextlib import contextmanager
 
 from edge import __version__
 from edge.bundle import MANIFEST, as_rgb_uint8, preprocess, sha256_file
-from edge.postprocess import classify
 from edge.components import Components, build_components
 from edge.errors import BadFrame
 from edge.messages import SCHEMA, encode, result_payload, utc_now
+from edge.postprocess import classify
 from edge.sources import END
 from edge.station import Station
 from edge.stats import cpu_temperature
