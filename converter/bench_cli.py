@@ -4,6 +4,8 @@ Without --data it prints BUNDLE/validation.json as written at conversion. With -
 runs every bundle file that runs on this machine (through the edge backends, the agent's
 own code path) over the labelled images under DIR and compares them with the bundle's
 float file (onnx-fp32 or tflite-fp32), or with the first format when there is none.
+`accuracy` stays the plain argmax; `accuracy_tta` averages the eight dihedral passes;
+`accuracy_box`/`ece_box` apply the manifest's `postprocess` exactly as the agent does.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 from pathlib import Path
 
 from converter.calibration import select_balanced
-from converter.validate import row, run_format, summarize, validation_table
+from converter.validate import box_columns, row, run_format, summarize, validation_table
 from edge.bundle import bundle_path, load_manifest
 from edge.errors import BadInput
 from edge.formats import BACKEND_FOR
@@ -28,9 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subset", default="Original", help="ALL-layout subset under --data (default Original)")
     p.add_argument("--limit", type=positive_int, default=None, help="use at most this many images (class-balanced)")
     p.add_argument("--json", type=output_file, default=None, help="also write the table as JSON here")
+    p.add_argument("--no-tta", action="store_true",
+                   help="skip the eight-pass dihedral run (accuracy_tta empty; accuracy_box too if the manifest says TTA)")
 
 
-def bench(bundle: Path, data: Path, subset: str = "Original", limit: int | None = None) -> dict:
+def bench(bundle: Path, data: Path, subset: str = "Original", limit: int | None = None, tta: bool = True) -> dict:
     """validation.json-shaped dict for the bundle's files on the images under `data`."""
     manifest = load_manifest(bundle, verify=True)
     found = scan(data, subset)
@@ -46,11 +50,16 @@ def bench(bundle: Path, data: Path, subset: str = "Original", limit: int | None 
     outputs = {e.format: run_format(paths[e.format], e.format, x) for e in runnable}
     ref_fmt = next((f for f in ("onnx-fp32", "tflite-fp32") if f in outputs), runnable[0].format)
     ref = outputs[ref_fmt][0]
-    rows = [row(e.format, paths[e.format], y, *outputs[e.format][:1], ref, outputs[e.format][1],
-                manifest.labels) for e in runnable]
+    rows = []
+    for e in runnable:  # plain argmax as before, then with TTA and as the box decides (manifest's postprocess)
+        probs, p50 = outputs[e.format]
+        passes = run_format(paths[e.format], e.format, x, tta=True)[0] if tta else None
+        rows.append(row(e.format, paths[e.format], y, probs, ref, p50, manifest.labels)
+                    | box_columns(y, probs, passes, manifest.postprocess))
     note = f"{data}, n={len(y)}" + (f", {len(bad)} unreadable skipped" if bad else "")
     return {"float_accuracy": summarize(y, ref, manifest.labels)["accuracy"], "reference": ref_fmt,
-            "split": note, "n": int(len(y)), "formats": rows}
+            "split": note, "n": int(len(y)), "postprocess": {"params": manifest.postprocess.model_dump()},
+            "formats": rows}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             raise BadInput(f"{path}: missing; pass --data DIR to measure the bundle on a folder")
         validation = json.loads(path.read_text())
     else:
-        validation = bench(args.bundle, args.data, args.subset, args.limit)
+        validation = bench(args.bundle, args.data, args.subset, args.limit, tta=not args.no_tta)
         manifest = load_manifest(args.bundle, verify=False)
     print(f"bundle {manifest.name} ({manifest.arch}, {manifest.input.height}x{manifest.input.width})")
     print(validation_table(validation, manifest.labels))

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from converter import edgetpu, layer_report, manifest_build, onnx_export, tflite_export
+from converter import edgetpu, layer_report, manifest_build, model_card, onnx_export, postfit, tflite_export
 from converter import qat as qat_mod
 from converter.calibration import load_calibration
 from converter.validate import (int8_drops, predict_keras, row, run_format, summarize, validation_table,
@@ -131,19 +131,21 @@ def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool
         validation, test_probs = validate(built, x_test, y_test, float_test, split_note)
         qat_info["float_accuracy_after"] = summarize(y_test, predict_keras(model, x_test))["accuracy"]
         failing = {f: d for f, d in int8_drops(validation).items() if d > max_drop}
-    echo(validation_table(validation, run.labels))
 
     layers = None
     if "tflite-int8" in built.files:
         layers = layer_report.layer_errors(tflite_export.float_clone(model), calib_x, x_val[:LAYER_REPORT_IMAGES])
         layer_report.write_report(tmp, layers, min(len(x_val), LAYER_REPORT_IMAGES))
         echo(layer_report.format_worst(layers))
-    write_validation(tmp, validation)
 
-    # Abstain band from the file the box runs by default (int8 TFLite, else the first format).
+    # Post-processing and abstain band from the file the box runs by default (int8 TFLite, else the first format).
     primary = next((f for f in PRIMARY_ORDER if f in built.files), None)
     val_probs = run_format(built.files[primary][0], primary, x_val)[0] if primary else predict_keras(model, x_val)
-    thresholds = manifest_build.choose_refer_below(y_val, val_probs) | {"source_format": primary or "keras"}
+    fit = postfit.fit_box(run, (built.files[primary][0], primary) if primary else None, val_probs, x_val, y_val, echo)
+    thresholds = fit.thresholds
+    postfit.test_columns(built.files, validation, test_probs, x_test, y_test, fit, tmp, thresholds["refer_below"])
+    echo(validation_table(validation, run.labels))
+    write_validation(tmp, validation)
 
     all_warnings = list(run.warnings) + warnings + built.warnings
     if thresholds.get("note"):
@@ -153,16 +155,18 @@ def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool
     metrics["keras-float"] = summarize(y_test, float_test) | {"split": "test", "protocol": run.split_meta.get("protocol")}
     entries = [manifest_build.file_entry(tmp, path, fmt, qi, qo) for fmt, (path, qi, qo) in built.files.items()]
     reports = [{"path": p.name, "sha256": manifest_build.sha256_file(p)}
-               for p in sorted(tmp.glob("*.json")) + sorted(tmp.glob("*.log"))]
+               for p in sorted(tmp.glob("*.json")) + sorted(tmp.glob("*.log")) + sorted(tmp.glob("*.png"))]
     manifest = manifest_build.build_manifest(
         name=name, arch=run.arch, labels=run.labels, spec=run.spec, files=entries, metrics=metrics,
         thresholds=thresholds, training=training_info(run),
         warnings=all_warnings,
         calibration={"images": len(calib_x), "requested": calib, "per_class": calib_counts, "source": "train split",
                      "seed": seed, "balanced": True, "input_range_pinned": [0, 255]},
-        edgetpu=built.edgetpu, qat=qat_info, reports=reports,
+        edgetpu=built.edgetpu, qat=qat_info, reports=reports, postprocess=fit.params,
         gate={"max_drop_pp": max_drop, "int8_drop_pp": int8_drops(validation), "passed": not failing},
     )
+    card = model_card.write(tmp, manifest, validation, run.path)
+    manifest.reports.append({"path": card.name, "sha256": manifest_build.sha256_file(card)})
     write_manifest(tmp, manifest)
     return Result(validation, failing, manifest)
 

@@ -18,6 +18,7 @@ import numpy as np
 from edge.backends import open_backend
 from edge.bundle import LABELS
 from edge.formats import BACKEND_FOR, INT8_FORMATS
+from edge.postprocess import dihedral, postprocess
 from trainer.report import classification_report
 
 
@@ -27,8 +28,11 @@ def predict_keras(model, x: np.ndarray, batch: int = 32) -> np.ndarray:
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, len(LABELS)), np.float32)
 
 
-def run_format(path: Path, fmt: str, x: np.ndarray, warmup: int = 3) -> tuple[np.ndarray, float]:
-    """(probs (N,C), median invoke ms) of one model file through the edge backend for `fmt`."""
+def run_format(path: Path, fmt: str, x: np.ndarray, warmup: int = 3, tta: bool = False) -> tuple[np.ndarray, float]:
+    """(probs (N,C), median invoke ms) of one model file through the edge backend for `fmt`.
+
+    With tta, every field runs as the agent runs it with dihedral TTA: (N, 8, C) passes,
+    and the latency is per field (all eight invokes)."""
     backend = open_backend(path, fmt, name=BACKEND_FOR[fmt], threads=None, allow_fallback=False)
     try:
         for i in range(min(warmup, len(x))):
@@ -36,11 +40,30 @@ def run_format(path: Path, fmt: str, x: np.ndarray, warmup: int = 3) -> tuple[np
         probs, times = [], []
         for frame in x:
             t0 = time.perf_counter()
-            probs.append(backend.infer(frame))
+            probs.append(np.stack([backend.infer(v) for v in dihedral(frame)]) if tta else backend.infer(frame))
             times.append((time.perf_counter() - t0) * 1000.0)
     finally:
         backend.close()
+    if not probs:
+        return np.zeros((0, 8, len(LABELS)) if tta else (0, len(LABELS)), np.float32), 0.0
     return np.stack(probs).astype(np.float32), float(np.median(times))
+
+
+def box_columns(y, probs: np.ndarray, passes: np.ndarray | None, params) -> dict:
+    """The columns that say what the box decides: raw ECE, accuracy with TTA, and after `postprocess`.
+
+    `accuracy` stays the plain argmax of one pass; `accuracy_box`/`ece_box` apply the
+    manifest's post-processing (TTA passes when it says dihedral) exactly as the agent does."""
+    from trainer.calibrate import box_metrics
+    from trainer.report import expected_calibration_error
+
+    y = np.asarray(y)
+    out = {"ece": expected_calibration_error(y, probs) if len(y) else None,
+           "accuracy_tta": float(np.mean(passes.mean(1).argmax(1) == y)) if passes is not None and len(y) else None}
+    if params.tta == "dihedral" and passes is None:  # not measured with TTA: say so, do not guess
+        return out | {"accuracy_box": None, "ece_box": None}
+    box = box_metrics(y, postprocess(passes if params.tta == "dihedral" else probs[:, None], params))
+    return out | {"accuracy_box": box["accuracy_box"], "ece_box": box["ece_box"]}
 
 
 def summarize(y: np.ndarray, probs: np.ndarray, labels: Sequence[str] = LABELS) -> dict:
@@ -73,7 +96,8 @@ def validation_table(validation: dict, labels: Sequence[str] = LABELS) -> str:
     ref = validation.get("float_accuracy")
     ref_name = validation.get("reference", "float Keras")
     short = [lab[:5] for lab in labels]
-    head = f"{'format':<15}{'size':>9}{'acc %':>8}{'drop pp':>9}{'agree %':>9}{'max dp':>8}{'p50 ms':>8}  recall % " + " ".join(f"{s:>5}" for s in short)
+    head = (f"{'format':<15}{'size':>9}{'acc %':>8}{'drop pp':>9}{'agree %':>9}{'max dp':>8}{'p50 ms':>8}"
+            f"{'tta %':>8}{'box %':>8}{'ECE %':>7}{'box ECE':>8}  recall % " + " ".join(f"{s:>5}" for s in short))
     lines = [head, "-" * len(head)]
     if ref is not None:
         lines.append(f"{ref_name:<15}{'':>9}{100 * ref:>8.2f}")
@@ -86,12 +110,23 @@ def validation_table(validation: dict, labels: Sequence[str] = LABELS) -> str:
         agree = f"{100 * r['agreement']:.2f}" if r.get("agreement") is not None else "-"
         dp = f"{r['max_prob_diff']:.3f}" if r.get("max_prob_diff") is not None else "-"
         recall = " ".join(f"{100 * r['per_class_recall'][lab]:>5.1f}" for lab in labels)
+        extra = "".join(f"{_pct(r.get(k)):>{w}}" for k, w in (("accuracy_tta", 8), ("accuracy_box", 8), ("ece", 7),
+                                                              ("ece_box", 8)))
         lines.append(f"{r['format']:<15}{size:>9}{100 * r['accuracy']:>8.2f}{drop:>9}{agree:>9}{dp:>8}"
-                     f"{r['latency_ms_p50']:>8.2f}  {'':9}{recall}")
+                     f"{r['latency_ms_p50']:>8.2f}{extra}  {'':9}{recall}")
+    pp = validation.get("postprocess")
+    if pp:
+        lines.append(f"box post-processing (fitted on validation): tta {pp['params']['tta']}, temperature "
+                     f"{pp['params']['temperature']:.3f}, prior shift {pp['params']['log_prior_shift']}, "
+                     f"sample pooling {pp['params']['pool']}")
     split = validation.get("split")
     if split:
         lines.append(f"({split})")
     return "\n".join(lines)
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
 
 
 def int8_drops(validation: dict) -> dict[str, float]:

@@ -20,6 +20,7 @@ from edge.components import Components, build_components
 from edge.errors import BadFrame
 from edge.loglimit import LimitedLog
 from edge.messages import SCHEMA, encode, result_payload, utc_now
+from edge.postprocess import classify
 from edge.sources import END
 from edge.station import Station
 from edge.stats import cpu_temperature
@@ -90,8 +91,8 @@ class Agent:
             return None
         with st.stage("pre"):
             x = preprocess(rgb, p.manifest.input)
-        with st.stage("invoke"):
-            probs = p.backend.infer(x)
+        with st.stage("invoke"):  # all TTA passes and the manifest's post-processing
+            probs = classify(p.backend.infer, x, p.manifest.postprocess)
         self.seq += 1
         st.time("total", _ms_since(t0))
         result = self.build_result(rgb, verdict.focus, probs,
@@ -169,7 +170,8 @@ class Agent:
         p, cfg = self.parts, self.cfg
         m = p.manifest
         bundle = {"name": m.name, "arch": m.arch, "format": p.entry.format, "model_sha256": p.entry.sha256,
-                  "manifest_sha256": sha256_file(cfg.bundle / MANIFEST)}
+                  "manifest_sha256": sha256_file(cfg.bundle / MANIFEST), "tta": m.postprocess.tta,
+                  "postprocess": m.postprocess.model_dump()}
         return {"schema": SCHEMA, "device": cfg.device_id, "agent_version": __version__, "boot": p.boot,
                 "bundle": bundle, "backend": p.backend.name, "model_file": p.entry.path, "labels": m.labels,
                 "thresholds": m.thresholds.model_dump(), "source": cfg.source.safe_uri, "gate": cfg.gate.mode,

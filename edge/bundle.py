@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge.errors import BadFrame, BundleError
 from edge.formats import FORMATS
+from edge.postprocess import PostProcess, postprocess  # noqa: F401 - the one post-processing rule, re-exported
 
 LABELS: tuple[str, ...] = ("Benign", "Early", "Pre", "Pro")
 SCHEMA_VERSION = 1
@@ -78,6 +79,7 @@ class Manifest(BaseModel):
     files: list[FileEntry] = Field(default_factory=list)
     metrics: dict[str, dict] = Field(default_factory=dict)
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    postprocess: PostProcess = Field(default_factory=PostProcess)  # absent = identity
     training: dict = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
@@ -270,6 +272,9 @@ def parse_manifest(path: Path) -> Manifest:
         raise BundleError(f"{path}: schema_version {manifest.schema_version}, this agent reads {SCHEMA_VERSION}")
     if len(manifest.labels) != len(set(manifest.labels)) or not manifest.labels:
         raise BundleError(f"{path}: labels {manifest.labels} must be a non-empty list of unique names")
+    shift = manifest.postprocess.log_prior_shift
+    if shift is not None and len(shift) != len(manifest.labels):
+        raise BundleError(f"{path}: postprocess.log_prior_shift has {len(shift)} numbers for {len(manifest.labels)} labels")
     return manifest
 
 

@@ -48,7 +48,7 @@ def build_components(cfg, source: Watchdog | None = None) -> Components:
     outbox = Outbox(o.path, o.max_rows, o.max_bytes, o.synchronous, o.memory_rows)
     boot = outbox.next_boot()
     samples = SamplePool(cfg.sample, cfg.device_id, boot, manifest.labels, manifest.thresholds.refer_below,
-                         entry.sha256)
+                         entry.sha256, manifest.postprocess.pool)
     results = ResultLog(r.path, r.max_bytes, r.backups, o.memory_rows) if r.path else None
     publisher = Publisher(cfg.mqtt, cfg.device_id, outbox) if cfg.mqtt.url else Offline(cfg.mqtt, cfg.device_id)
     return Components(manifest=manifest, entry=entry, backend=backend, source=source, outbox=outbox, boot=boot,

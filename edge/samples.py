@@ -1,4 +1,4 @@
-"""Pool classified fields into samples (one slide): mean probabilities, `refer` below the threshold.
+"""Pool classified fields into samples (one slide): pooled probabilities, `refer` below the threshold.
 
 A sample opens by command (`sample/start`) or, with `auto_open`, at the first field
 with none open; it closes by command, after `fields_per_sample` fields, after
@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from edge.messages import SCHEMA, decide, prob_map, utc_now
+from edge.postprocess import pool
 
 
 class Sample:
@@ -24,8 +25,10 @@ class Sample:
 
 
 class SamplePool:
-    def __init__(self, cfg, device_id: str, boot: int, labels: list[str], refer_below: float, model_sha256: str):
+    def __init__(self, cfg, device_id: str, boot: int, labels: list[str], refer_below: float, model_sha256: str,
+                 pooling: str = "mean_prob"):
         self.cfg, self.labels, self.refer_below, self.model_sha256 = cfg, labels, refer_below, model_sha256
+        self.pooling = pooling  # the manifest's postprocess.pool
         self.prefix = f"{device_id}-{boot}"
         self.current: Sample | None = None
         self.next_id: str | None = None  # set by `sample/id` while none is open
@@ -84,7 +87,7 @@ class SamplePool:
         if s is None or not s.probs:
             return None
         self.closed += 1
-        mean = np.mean(np.stack(s.probs), axis=0)
+        mean = pool(np.stack(s.probs), self.pooling)
         label, decision = decide(mean, self.labels, self.refer_below)
         return {"schema": SCHEMA, "id": f"{self.prefix}-s{self.closed}", "ts": utc_now(), "sample_id": s.sample_id,
                 "opened": s.opened, "n_fields": len(s.probs), "first_seq": s.seqs[0], "last_seq": s.seqs[-1],

@@ -21,6 +21,7 @@ from leukedge import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("trainer.synth.cli", "write procedural Wright-Giemsa smear fields in the ALL layout (and a video)"),
+    "pretrain": ("trainer.pretrain_cli", "self-supervised (VICReg) pretraining on the lab's own images"),
     "train": ("trainer.train_cli", "train MobileNetV2 or the custom CNN on an ALL-layout folder"),
     "evaluate": ("trainer.evaluate_cli", "score a trained RUN on any folder, same report format"),
     "robustness": ("trainer.robustness_cli", "score a RUN or BUNDLE under stain and acquisition shifts"),

@@ -12,7 +12,7 @@ from tests.bundle_factory import make_small_bundle, make_small_run
 
 ALL_FORMATS = ("tflite-int8", "tflite-fp32", "tflite-fp16", "tflite-edgetpu", "onnx-fp32", "onnx-qdq")
 ROW_KEYS = {"format", "path", "size_bytes", "accuracy", "per_class_recall", "agreement", "max_prob_diff",
-            "latency_ms_p50"}
+            "latency_ms_p50", "accuracy_tta", "accuracy_box", "ece", "ece_box"}
 # max |p - p_keras| allowed per format on the test split (probabilities in 0..1)
 PROB_TOL = {"tflite-fp32": 1e-4, "onnx-fp32": 1e-4, "tflite-fp16": 1e-2, "tflite-int8": 0.1, "onnx-qdq": 0.1}
 

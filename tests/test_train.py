@@ -53,6 +53,12 @@ def test_train_writes_a_complete_run(run, data, capsys):
     assert report["img_size"] == 32 and report["epochs"] == 4 and report["train_img_per_s"] > 0
     assert report["beats_baseline"] == pytest.approx((report["accuracy"] - report["baseline_accuracy"]) * 100, abs=0.01)
     assert report["versions"]["keras"] and report["versions"]["keras_backend"]
+    pp = report["postprocess"]  # fitted on validation: SMOTE -> uniform model prior
+    assert pp["model_prior"] == [0.25] * 4 and pp["params"]["temperature"] > 0
+    assert pp["params"]["tta"] == ("dihedral" if pp["val_tta_gain"] > 0 else "none")
+    for key in ("accuracy_tta", "accuracy_box", "ece_box"):
+        assert report[key] == pp[key] and 0.0 <= report[key] <= 1.0
+    assert pp["samples"]["chosen"] in ("mean_prob", "mean_log_prob") and (run / "reliability.png").is_file()
     config = json.loads((run / "train_config.json").read_text())
     assert config["img_size"] == 32 and config["arch"] == "custom_cnn" and config["seed"] == 0
     assert config["labels"] == report["labels"] and config["stain_norm"]["method"] == "none"
@@ -74,6 +80,9 @@ def test_evaluate_scores_any_folder(run, data, tmp_path, capsys):
     assert report["split"]["protocol"] == "folder" and report["split"]["test_source"] == str(data.absolute())
     assert report["baseline_accuracy"] is not None and report["arch"] == "custom_cnn"
     assert out.with_suffix(".png").is_file()
+    trained = json.loads((run / "report.json").read_text())["postprocess"]
+    assert report["postprocess"]["params"] == trained["params"]  # the run's fitted rule, not a refit
+    assert {"accuracy_tta", "accuracy_box", "ece_box"} <= set(report) and "samples" in report["postprocess"]
     # The data set moved: the baseline needs the training files, --train-data says where.
     moved = tmp_path / "moved"
     shutil.copytree(data, moved)

@@ -47,6 +47,14 @@ def evaluate_run(run: Path, data: Path, out: Path | None = None, train_data: Pat
         raise BadInput(f"{data}: no decodable images")
     probs = trained.model.predict(x, batch_size=batch, verbose=1 if progress else 0)
     report = classification_report(y, probs, LABELS)
+    if train_report.get("postprocess"):  # the run's fitted post-processing, as the box would apply it
+        from edge.postprocess import PostProcess
+        from trainer.calibrate import apply_report
+
+        fitted = train_report["postprocess"]
+        report["postprocess"] = apply_report(trained.model, x, y, PostProcess.model_validate(fitted["params"]), batch,
+                                             fitted["refer_below"])
+        report.update({k: report["postprocess"][k] for k in ("accuracy_tta", "accuracy_box", "ece_box")})
     if baseline:
         x_train, y_train = _training_split(run, train_data, spec, progress)
         compare(report, baseline_accuracy(x_train, y_train, x, y, int(config.get("seed", 0))))

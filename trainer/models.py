@@ -40,19 +40,20 @@ class Built(NamedTuple):
 
 
 def build_model(arch: str, img_size: int = 224, num_classes: int = 4, alpha: float = 1.0,
-                weights: str = "none", dropout: float = 0.2, width: float = 1.0):
+                weights: str = "none", dropout: float = 0.2, width: float = 1.0, cnn_depth: int = 2):
     """An uncompiled keras.Model taking uint8 (img_size, img_size, 3), softmax over classes."""
-    return build(arch, img_size, num_classes, alpha, weights, dropout, width).model
+    return build(arch, img_size, num_classes, alpha, weights, dropout, width, cnn_depth).model
 
 
 def build(arch: str, img_size: int = 224, num_classes: int = 4, alpha: float = 1.0,
-          weights: str = "none", dropout: float = 0.2, width: float = 1.0) -> Built:
+          weights: str = "none", dropout: float = 0.2, width: float = 1.0, cnn_depth: int = 2) -> Built:
     """Like build_model, but also says which starting weights were actually used.
 
     weights: "none" (random), "imagenet" (Keras cache or network), "auto" (ImageNet
     when it can be had, otherwise random with a warning), or a path to a local
     weights .h5 (for MobileNetV2 a no-top ImageNet-style file). `alpha` scales
-    MobileNetV2's width, `width` the custom CNN's filters (1.0 = 32-64-128-256).
+    MobileNetV2's width, `width` the custom CNN's filters (1.0 = 32-64-128-256),
+    `cnn_depth` its convolutions per block after the first (1 = the paper's design).
     """
     import keras
 
@@ -60,6 +61,8 @@ def build(arch: str, img_size: int = 224, num_classes: int = 4, alpha: float = 1
         raise BadInput(f"--arch {arch!r}: unknown architecture (choose from {', '.join(ARCHS)})")
     if img_size < 32:
         raise BadInput(f"--img-size {img_size}: must be at least 32 px")
+    if cnn_depth not in (1, 2):
+        raise BadInput(f"--cnn-depth {cnn_depth}: must be 1 (the paper's one convolution per block) or 2")
     inputs = keras.Input(shape=(img_size, img_size, 3), dtype="uint8", name="image")
     if arch == "mobilenetv2":
         x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
@@ -69,7 +72,7 @@ def build(arch: str, img_size: int = 224, num_classes: int = 4, alpha: float = 1
         x = keras.layers.Dropout(dropout, name="dropout")(x)
     else:
         x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
-        x = _cnn_body(x, width)
+        x = _cnn_body(x, width, cnn_depth)
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
         x = keras.layers.Dropout(dropout, name="dropout")(x)
         x = keras.layers.Dense(max(8, int(128 * width)), activation="relu", name="head_dense")(x)
@@ -84,17 +87,18 @@ def build(arch: str, img_size: int = 224, num_classes: int = 4, alpha: float = 1
     return Built(model, source)
 
 
-def _cnn_body(x, width: float = 1.0):
+def _cnn_body(x, width: float = 1.0, depth: int = 2):
     """The paper's custom CNN: stacked Conv2D + BN + ReLU blocks, each closed by max pooling.
 
     Filters 32-64-128-256; one convolution in the first block (it runs at full
-    resolution, where a second one would double the cost), two in the others.
+    resolution, where a second one would double the cost), `depth` in the others
+    (2 by default, about 2.1 GMACs at 224 px; 1 is the paper's design and far cheaper).
     """
     import keras
 
     for b, filters in enumerate(CNN_FILTERS, start=1):
         filters = max(4, int(filters * width))
-        for c in range(1 if b == 1 else 2):
+        for c in range(1 if b == 1 else depth):
             name = f"block{b}_conv{c + 1}"
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)(x)
             x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)

@@ -16,6 +16,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_history(history: dict, path: Path) -> Path:
     """Loss and accuracy per epoch, training and validation, with phase changes marked."""
     plt = _pyplot()
@@ -37,10 +44,7 @@ def plot_history(history: dict, path: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_confusion(report: dict, path: Path, title: str | None = None) -> Path:
@@ -59,7 +63,51 @@ def plot_confusion(report: dict, path: Path, title: str | None = None) -> Path:
             ax.text(j, i, str(cm[i, j]), ha="center", va="center",
                     color="white" if cm[i, j] > cm.max() / 2 else "black")
     ax.set_title(title or f"accuracy {report['accuracy'] * 100:.2f} % (n={cm.sum()})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
+
+
+def plot_reliability(y, curves: dict, path: Path, bins: int = 15) -> Path:
+    """Reliability diagram: accuracy against confidence per bin, one line per named set of probabilities."""
+    import numpy as np
+
+    from trainer.report import expected_calibration_error
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect")
+    y = np.asarray(y)
+    for name, probs in curves.items():
+        p = np.asarray(probs, np.float64)
+        conf, correct = p.max(1), p.argmax(1) == y
+        which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+        xs = [conf[which == b].mean() for b in range(bins) if (which == b).any()]
+        ys = [correct[which == b].mean() for b in range(bins) if (which == b).any()]
+        ax.plot(xs, ys, "o-", label=f"{name} (ECE {100 * expected_calibration_error(y, p):.2f} %)")
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"reliability (n={len(y)})")
+    return _save(plt, fig, path)
+
+
+def plot_risk_coverage(curve: dict, path: Path, refer_below: float | None = None) -> Path:
+    """Error among accepted fields against the share accepted; the manifest's threshold marked."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    cov, risk = np.asarray(curve["coverage"]), np.asarray(curve["risk"])
+    ax.plot(100 * cov, 100 * risk, "-")
+    if refer_below is not None and len(cov):
+        accepted = np.asarray(curve["threshold"]) >= refer_below
+        c = float(accepted.mean())
+        r = float(risk[accepted.sum() - 1]) if accepted.any() else 0.0
+        ax.plot([100 * c], [100 * r], "o", color="red", label=f"refer below {refer_below:.3f}: "
+                f"coverage {100 * c:.1f} %, error {100 * r:.2f} %")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("coverage (% of fields decided, not referred)")
+    ax.set_ylabel("error among decided (%)")
+    ax.set_title("risk-coverage")
+    return _save(plt, fig, path)

@@ -120,14 +120,28 @@ def format_table(report: dict) -> str:
     base = report.get("baseline_accuracy")
     if base is not None:
         lines.append(f"colour baseline {base * 100:6.2f} %   model beats it by {report['beats_baseline']:+.2f} points")
+    near = (report.get("split") or {}).get("near_duplicates")
+    if near:
+        lines.append(f"duplicates removed {report['split'].get('duplicates_removed', 0)}, near-duplicate groups "
+                     f"{near['groups']} ({near['images_in_groups']} images, kept whole in one split)")
     auc = report.get("roc_auc_ovr")
     lines.append(f"macro-F1 {report['macro_f1']:.4f}   ROC-AUC(ovr) {auc if auc is None else round(auc, 4)}   "
                  f"ECE {report['ece']:.4f}")
+    pp = report.get("postprocess")
+    if pp:
+        prm = pp["params"]
+        lines.append(f"with dihedral TTA {pp['accuracy_tta'] * 100:6.2f} %   as the box decides (tta {prm['tta']}, "
+                     f"T {prm['temperature']:.3f}, prior shift {'on' if prm['log_prior_shift'] else 'off'}) "
+                     f"{pp['accuracy_box'] * 100:6.2f} %   ECE {pp['ece_before'] * 100:.2f} % -> {pp['ece_box'] * 100:.2f} %")
+        s = pp["samples"]
+        m = s[s["chosen"]]
+        lines.append(f"samples ({s['slides']} synthetic slides of {s['fields_per_slide']} fields, pooling {s['chosen']}): "
+                     f"accuracy {m['accuracy'] * 100:.2f} %, ECE {m['ece'] * 100:.2f} %, refer rate {m['refer_rate'] * 100:.1f} %")
     lines.append(f"{'class':<8} {'recall':>7} {'precision':>9} {'support':>7}")
     for lab in report["labels"]:
         c = report["per_class"][lab]
         lines.append(f"{lab:<8} {c['recall'] * 100:6.1f}% {c['precision'] * 100:8.1f}% {c['support']:>7}")
-    for key in ("curves_png", "confusion_png"):
+    for key in ("curves_png", "confusion_png", "reliability_png"):
         if report.get(key):
             lines.append(f"{key.replace('_png', '')}: {report[key]}")
     return "\n".join(lines)

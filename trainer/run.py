@@ -114,11 +114,14 @@ def training_info(run: Run) -> dict:
         "split_seed": meta.get("seed"),
         "split_counts": meta.get("counts"),
         "duplicates_removed": meta.get("duplicates_removed"),
+        "near_duplicates": (meta.get("near_duplicates") or {}).get("groups"),
         "seed": pick("seed", meta.get("seed")),
         "epochs": pick("epochs"),
         "weights": pick("weights"),
         "smote": pick("smote"),
         "img_size": pick("img_size"),
+        "recipe": pick("recipe", "full"),
+        "cnn_depth": pick("cnn_depth") if pick("arch") == "custom_cnn" else None,
         "test_accuracy_float": rep.get("accuracy"),
     }
 

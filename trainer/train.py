@@ -62,6 +62,7 @@ class TrainConfig:
     weights: str = "auto"
     alpha: float = 1.0
     width: float = 1.0
+    cnn_depth: int = 2  # custom CNN convolutions per block after the first; 1 = the paper's design
     dropout: float = 0.2
     smote: bool = True
     split: str = "image"
@@ -70,12 +71,14 @@ class TrainConfig:
     seed: int = 0
     subset: str = "Original"
     stain_norm: str = "none"
+    near_dup_distance: int = 4  # perceptual-hash bits (trainer.neardup); -1 turns the grouping off
     patience: int = 10
     bn_recal_images: int = 512
     mixed_precision: bool = False
     workers: int = 2
     verbose: int = 1
     labels: list[str] = field(default_factory=lambda: list(LABELS))
+    recipe: str = "full"  # the preset the other fields started from (trainer.recipes)
 
 
 @dataclass
@@ -118,7 +121,7 @@ def prepare_data(cfg: TrainConfig, run: Path) -> TrainingData:
     kept = [i for i in kept if i.path not in unusable]
     if test_items is not None:
         test_items = [i for i in test_items if i.path not in unusable]
-    splits = split_items(kept, cfg.split, cfg.seed, cfg.ratios, test_items=test_items)
+    kept, splits, near = split_near_duplicates(kept, test_items, cfg)
     for name in ("train", "val", "test"):
         if not splits[name]:
             hint = " (block splits keep runs of 20 files together: each class needs at least 41)" if cfg.split == "block" else ""
@@ -143,11 +146,27 @@ def prepare_data(cfg: TrainConfig, run: Path) -> TrainingData:
                 list(pool.map(one, range(len(images))))
     meta = {"data_root": data_root, "test_root": test_root, "protocol": cfg.split, "seed": cfg.seed,
             "ratios": list(cfg.ratios), "subset": cfg.subset, "duplicates": dups + test_dups,
-            "skipped": skipped + bad}
+            "skipped": skipped + bad, "near_duplicates": near}
     write_split(run, splits, meta)
     split_meta = json.loads((run / SPLIT_FILE).read_text())
     split_meta.pop("splits")
     return TrainingData(splits, x, y, split_meta, stain)
+
+
+def split_near_duplicates(kept, test_items, cfg: TrainConfig):
+    """Split with each group of near-duplicates (trainer.neardup) kept whole; (kept, splits, summary)."""
+    from trainer import neardup
+    from trainer.data import _item_key
+
+    groups = neardup.near_duplicate_groups(list(kept) + list(test_items or ()), cfg.near_dup_distance)
+    near_test: list = []
+    if test_items:
+        kept, near_test = neardup.drop_near_test(kept, groups, test_items)
+    splits = split_items(kept, cfg.split, cfg.seed, cfg.ratios, test_items=test_items)
+    splits, moved = neardup.keep_groups_together(splits, groups, fixed=("test",) if test_items else ())
+    for name in ("train", "val") if test_items else ("train", "val", "test"):
+        splits[name].sort(key=_item_key)
+    return kept, splits, neardup.summary(groups, moved, len(near_test), cfg.near_dup_distance)
 
 
 def recalibrate_bn(model, x: np.ndarray, batch_size: int) -> int:
@@ -268,7 +287,7 @@ def fit(cfg: TrainConfig, data: TrainingData, run: Path):
     scope = strategy.scope() if strategy else contextlib.nullcontext()
     with scope:
         model, source = build(cfg.arch, cfg.img_size, len(LABELS), cfg.alpha, cfg.weights, cfg.dropout,
-                              cfg.width)
+                              cfg.width, cfg.cnn_depth)
     pretrained = source != "none"
     epochs = cfg.epochs or default_epochs(pretrained)
     # Full batches only: one input shape, so XLA compiles the training step once.
@@ -347,12 +366,22 @@ def train(cfg: TrainConfig) -> dict:
     m = data.split_meta
     report.update(
         split={"protocol": m["protocol"], "seed": m["seed"], "counts": m["counts"],
-               "duplicates_removed": m["duplicates_removed"], "fingerprint": m["fingerprint"],
+               "duplicates_removed": m["duplicates_removed"], "near_duplicates": m.get("near_duplicates"),
+               "fingerprint": m["fingerprint"],
                "test_source": m["test_root"] or f"{m['protocol']} split of {m['data_root']}"},
         smote=cfg.smote, weights=source, weights_requested=cfg.weights, arch=cfg.arch, img_size=cfg.img_size,
         alpha=cfg.alpha if cfg.arch == "mobilenetv2" else None,
-        width=cfg.width if cfg.arch == "custom_cnn" else None, epochs=epochs_run,
+        width=cfg.width if cfg.arch == "custom_cnn" else None,
+        cnn_depth=cfg.cnn_depth if cfg.arch == "custom_cnn" else None, recipe=cfg.recipe, epochs=epochs_run,
         best_epoch=history["best_epoch"], stain_norm=cfg.stain_norm, train_img_per_s=round(img_per_s, 1))
+    from trainer.calibrate import class_prior, model_report
+
+    expected = class_prior(data.y["train"], len(LABELS))  # before SMOTE: the data's own prior
+    model_prior = np.full(len(LABELS), 1.0 / len(LABELS)) if cfg.smote else expected
+    report["postprocess"] = model_report(model, data.x["val"], data.y["val"], data.x["test"], data.y["test"],
+                                         model_prior, expected, cfg.batch, run / "reliability.png")
+    report.update({k: report["postprocess"][k] for k in ("accuracy_tta", "accuracy_box", "ece_box", "reliability_png")})
+
     report["curves_png"] = str(plot_history(history, run / "training_curves.png"))
     report["confusion_png"] = str(plot_confusion(report, run / "confusion_matrix.png"))
     report["versions"] = versions()

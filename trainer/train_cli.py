@@ -12,6 +12,7 @@ from pathlib import Path
 
 from leukedge.argtypes import positive_int
 from trainer.models import ARCHS
+from trainer.recipes import RECIPES, resolve
 from trainer.report import format_table
 from trainer.train import TrainConfig, train
 
@@ -62,18 +63,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixed-precision", action="store_true", default=None,
                         help="train in mixed bfloat16 (GPUs)")
     parser.add_argument("--workers", type=positive_int, help=f"augmentation threads ({_d('workers')})")
+    parser.add_argument("--recipe", choices=tuple(RECIPES),
+                        help="preset: full (the defaults here, for GPUs) or quick (14 epochs, patience 5: a "
+                             "from-scratch model on a 2-core CPU in under an hour); explicit flags override it "
+                             f"({_d('recipe')})")
+    parser.add_argument("--cnn-depth", type=int, choices=(1, 2),
+                        help=f"custom CNN convolutions per block after the first; 1 is the paper's design "
+                             f"({_d('cnn_depth')})")
+    parser.add_argument("--near-dup-distance", type=int,
+                        help="perceptual-hash distance in bits (of 64) under which images count as near-duplicates "
+                             f"and stay in one split; -1 off ({_d('near_dup_distance')})")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def config_from(args: argparse.Namespace) -> TrainConfig:
-    """TrainConfig from the flags that were given; the rest keep the dataclass defaults."""
+    """TrainConfig from the flags that were given, over the --recipe preset, over the dataclass defaults."""
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     given.update(data=str(args.data), out=str(args.out))
     if args.test_data is not None:
         given["test_data"] = str(args.test_data)
     if args.quiet:
         given["verbose"] = 0
-    return TrainConfig(**given)
+    return TrainConfig(**resolve(given.pop("recipe", DEFAULTS["recipe"]), given))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,64 @@
+"""`leukedge pretrain` (VICReg): views, the loss, and weights that `train --weights` loads for both architectures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("keras")
+
+
+def test_views_are_augmented_and_loss_prefers_matching_views():
+    import keras
+
+    from trainer.pretrain import two_views, vicreg_loss
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    v = two_views(x, rng)
+    assert v.shape == x.shape and v.dtype == np.uint8 and not np.array_equal(v, x)
+    z = rng.normal(size=(64, 16)).astype(np.float32)
+    same = float(keras.ops.convert_to_numpy(vicreg_loss(None, np.concatenate([z, z], 1))))
+    other = float(keras.ops.convert_to_numpy(vicreg_loss(None, np.concatenate([z, rng.normal(size=z.shape)], 1))))
+    collapsed = float(keras.ops.convert_to_numpy(vicreg_loss(None, np.zeros((64, 32), np.float32))))
+    assert same < other and same < collapsed  # invariance and variance terms both bite
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["custom_cnn", "mobilenetv2"])
+def test_saved_backbone_is_what_train_loads(arch, tmp_path):
+    """The file pretrain writes loads through trainer.models.build(weights=PATH), weight for weight."""
+    from trainer.models import build
+    from trainer.pretrain import PretrainConfig, build_encoder
+
+    cfg = PretrainConfig(data=".", out=str(tmp_path), arch=arch, img_size=64, alpha=0.35, width=0.25)
+    encoder, saved = build_encoder(cfg)
+    path = tmp_path / "backbone.weights.h5"
+    saved.save_weights(path)
+    x = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    model, source = build(arch, 64, 4, alpha=0.35, weights=str(path), width=0.25)
+    assert source == "file:backbone.weights.h5"
+    pooled = model.get_layer("pool").output
+    import keras
+
+    features = keras.Model(model.inputs, pooled)
+    np.testing.assert_allclose(features(x, training=False), encoder(x, training=False), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_pretrain_command_writes_weights_and_report(tmp_path):
+    from leukedge.cli import main
+    from tests.bundle_factory import small_dataset
+
+    out = tmp_path / "pre"
+    assert main(["pretrain", "--data", str(small_dataset(16, 64, 0)), "--unlabeled", str(small_dataset(8, 64, 1)),
+                 "--out", str(out), "--arch", "custom_cnn", "--width", "0.25", "--img-size", "64", "--epochs", "2",
+                 "--batch", "32", "--proj-dim", "32", "--quiet"]) == 0
+    report = json.loads((out / "pretrain_report.json").read_text())
+    assert report["method"] == "vicreg" and report["images"] == 64 + 32 and report["labelled_images"] == 64
+    assert len(report["loss"]) == 2 and all(np.isfinite(report["loss"])) and report["img_per_s"] > 0
+    assert report["knn_accuracy"] is not None and (out / "backbone.weights.h5").is_file()
+    assert (out / "pretrain_loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["pretrain", "--data", str(tmp_path / "nope"), "--out", str(out)]) == 2

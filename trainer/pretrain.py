@@ -1,0 +1,216 @@
+"""`leukedge pretrain`: self-supervised VICReg pretraining on the lab's own images, labels ignored.
+
+Why VICReg (Bardes et al. 2022) and not SimCLR or BYOL: SimCLR needs hundreds of negatives
+per batch (large batches a 2-core box cannot hold); BYOL needs a momentum target network
+and a predictor, an extra copy of the weights updated outside the optimiser, which Keras 3
+expresses differently on TensorFlow and JAX. VICReg has neither: two views through one
+encoder, and a loss of plain tensor ops (invariance + variance + covariance), so it trains
+through an ordinary `model.fit` on either backend and works with small batches.
+
+Views: one of the eight symmetries, a random resized crop, blur, and stain/colour jitter
+strong enough that colour statistics alone cannot match two views (the shortcut of the
+real set). Output: PRE/backbone.weights.h5, which `leukedge train --weights` loads (for
+MobileNetV2 the no-top base; for the custom CNN the whole classifier with an untrained
+head), PRE/pretrain_report.json and PRE/pretrain_loss.png.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.bundle import LABELS
+from edge.errors import BadInput
+
+WEIGHTS = "backbone.weights.h5"
+LAMBDA, MU, NU = 25.0, 25.0, 1.0  # VICReg's invariance, variance, covariance weights
+
+
+@dataclass
+class PretrainConfig:
+    data: str
+    out: str
+    unlabeled: list[str] = field(default_factory=list)
+    arch: str = "mobilenetv2"
+    img_size: int = 224
+    alpha: float = 1.0
+    width: float = 1.0
+    cnn_depth: int = 2
+    epochs: int = 50
+    batch: int = 64
+    lr: float = 1e-3
+    proj_dim: int = 512
+    subset: str = "Original"
+    seed: int = 0
+    verbose: int = 1
+
+
+def two_views(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One augmented view per image of a uint8 batch (N, S, S, 3)."""
+    import cv2
+
+    n, s = x.shape[0], x.shape[1]
+    out = np.empty_like(x)
+    for i in range(n):
+        img = np.rot90(x[i], rng.integers(4))
+        if rng.random() < 0.5:
+            img = img[:, ::-1]
+        area, ratio = rng.uniform(0.35, 1.0), np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        h = int(min(s, round(s * np.sqrt(area / ratio))))
+        w = int(min(s, round(s * np.sqrt(area * ratio))))
+        top, left = rng.integers(0, s - h + 1), rng.integers(0, s - w + 1)
+        img = cv2.resize(np.ascontiguousarray(img[top:top + h, left:left + w]), (s, s), interpolation=cv2.INTER_LINEAR)
+        if rng.random() < 0.5:
+            img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.1, 1.5 * s / 64))
+        f = img.astype(np.float32)
+        if rng.random() < 0.8:  # stain jitter: per-channel gain and offset, contrast, saturation
+            f = f * rng.uniform(0.6, 1.4, 3) + rng.uniform(-40, 40, 3)
+            mean = f.mean()
+            f = (f - mean) * rng.uniform(0.6, 1.4) + mean
+            gray = f.mean(axis=2, keepdims=True)
+            f = gray + (f - gray) * rng.uniform(0.0, 1.8)
+        if rng.random() < 0.2:
+            f = np.repeat(f.mean(axis=2, keepdims=True), 3, axis=2)
+        out[i] = np.clip(f, 0, 255).astype(np.uint8)
+    return out
+
+
+def vicreg_loss(_y_true, y_pred):
+    """y_pred = concat(z1, z2) along features; the VICReg objective (keras.ops, any backend)."""
+    from keras import ops
+
+    z1, z2 = ops.split(ops.cast(y_pred, "float32"), 2, axis=1)
+    n, d = ops.cast(ops.shape(z1)[0], "float32"), ops.cast(ops.shape(z1)[1], "float32")
+    invariance = ops.mean(ops.square(z1 - z2))
+    total = LAMBDA * invariance
+    for z in (z1, z2):
+        z = z - ops.mean(z, axis=0, keepdims=True)
+        std = ops.sqrt(ops.var(z, axis=0) + 1e-4)
+        cov = ops.matmul(ops.transpose(z), z) / (n - 1.0)
+        off = ops.sum(ops.square(cov)) - ops.sum(ops.square(ops.diagonal(cov)))
+        total = total + MU * ops.mean(ops.relu(1.0 - std)) / 2.0 + NU * off / d / 2.0
+    return total
+
+
+def build_encoder(cfg: PretrainConfig):
+    """(encoder uint8 image -> pooled features, model whose weights are saved, saved-model kind)."""
+    import keras
+
+    from trainer.models import _mobilenet_base, build_model
+
+    if cfg.arch == "mobilenetv2":
+        inputs = keras.Input((cfg.img_size, cfg.img_size, 3), dtype="uint8", name="image")
+        base, _ = _mobilenet_base(cfg.img_size, cfg.alpha, "none")
+        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
+        pooled = keras.layers.GlobalAveragePooling2D(name="pool")(base(x))
+        return keras.Model(inputs, pooled, name="encoder"), base
+    if cfg.arch == "custom_cnn":
+        full = build_model("custom_cnn", cfg.img_size, len(LABELS), width=cfg.width, cnn_depth=cfg.cnn_depth)
+        return keras.Model(full.inputs, full.get_layer("pool").output, name="encoder"), full
+    raise BadInput(f"--arch {cfg.arch!r}: unknown architecture (choose mobilenetv2 or custom_cnn)")
+
+
+def load_pool(cfg: PretrainConfig) -> tuple[np.ndarray, np.ndarray, int]:
+    """(all images, labels of the labelled ones, how many are labelled): --data first, then --unlabeled."""
+    from trainer.data import IMAGE_EXTS, Item, load_images, scan
+
+    found = scan(Path(cfg.data), cfg.subset)
+    x_lab, y_lab, _ = load_images(found.items, cfg.img_size, progress=False)
+    extra = []
+    for folder in cfg.unlabeled:
+        if not Path(folder).is_dir():
+            raise BadInput(f"--unlabeled {folder}: not a folder")
+        extra += [Item(p, LABELS[0]) for p in sorted(Path(folder).rglob("*")) if p.suffix.lower() in IMAGE_EXTS]
+    x_un = load_images(extra, cfg.img_size, progress=False)[0] if extra else x_lab[:0]
+    x = np.concatenate([x_lab, x_un]) if len(x_un) else x_lab
+    if len(x) < 2 * 2:
+        raise BadInput(f"{cfg.data}: {len(x)} readable images; self-supervised pretraining needs many more")
+    return x, y_lab, len(x_lab)
+
+
+def knn_accuracy(encoder, x, y, batch: int, seed: int = 0) -> float | None:
+    """5-fold cross-validated 5-NN accuracy (cosine) of the encoder's features on labelled images."""
+    if len(np.unique(y)) < 2 or min(np.bincount(y)[np.unique(y)]) < 5:
+        return None
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    f = np.asarray(encoder.predict(x, batch_size=batch, verbose=0), np.float64)
+    f /= np.linalg.norm(f, axis=1, keepdims=True) + 1e-12
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+    return float(cross_val_score(KNeighborsClassifier(5, metric="cosine"), f, y, cv=folds).mean())
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Run VICReg; write PRE/backbone.weights.h5, pretrain_report.json, pretrain_loss.png; return the report."""
+    import keras
+
+    start = time.perf_counter()
+    out = Path(cfg.out)
+    if not Path(cfg.data).is_dir():
+        raise BadInput(f"--data {cfg.data}: not a folder")
+    if cfg.epochs < 1 or cfg.batch < 4 or cfg.img_size < 32:
+        raise BadInput("--epochs must be >= 1, --batch >= 4 and --img-size >= 32")
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+    x, y, n_lab = load_pool(cfg)
+    encoder, saved = build_encoder(cfg)
+    knn_before = knn_accuracy(encoder, x[:n_lab], y, cfg.batch, cfg.seed)
+    proj = keras.Sequential([keras.layers.Dense(cfg.proj_dim), keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                             keras.layers.Dense(cfg.proj_dim), keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                             keras.layers.Dense(cfg.proj_dim)], name="projector")
+    a = keras.Input(x.shape[1:], dtype="uint8", name="view_a")
+    b = keras.Input(x.shape[1:], dtype="uint8", name="view_b")
+    ssl = keras.Model([a, b], keras.layers.Concatenate()([proj(encoder(a)), proj(encoder(b))]), name="vicreg")
+    batch = min(cfg.batch, len(x))
+    steps = len(x) // batch
+    schedule = keras.optimizers.schedules.CosineDecay(cfg.lr * 0.01, max(1, steps * cfg.epochs), alpha=0.01,
+                                                      warmup_target=cfg.lr, warmup_steps=max(1, steps))
+    from trainer.train import _jit_compile
+
+    ssl.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=vicreg_loss,
+                jit_compile=_jit_compile())  # no XLA for TensorFlow on CPU: it compiles for minutes
+    rng = np.random.default_rng(cfg.seed)
+    history, seconds = [], []
+    for epoch in range(cfg.epochs):
+        order = rng.permutation(len(x))
+        t0, losses = time.perf_counter(), []
+        for k in range(steps):
+            xb = x[order[k * batch:(k + 1) * batch]]
+            losses.append(float(ssl.train_on_batch([two_views(xb, rng), two_views(xb, rng)],
+                                                   np.zeros((batch, 1), np.float32))))
+        seconds.append(time.perf_counter() - t0)
+        history.append(float(np.mean(losses)))
+        if cfg.verbose:
+            print(f"epoch {epoch + 1}/{cfg.epochs}: VICReg loss {history[-1]:.4f} ({seconds[-1]:.1f} s)")
+    weights = out / WEIGHTS
+    saved.save_weights(weights)
+    steady = seconds[1:] or seconds
+    report = {"method": "vicreg", "arch": cfg.arch, "img_size": cfg.img_size,
+              "alpha": cfg.alpha if cfg.arch == "mobilenetv2" else None,
+              "width": cfg.width if cfg.arch == "custom_cnn" else None,
+              "cnn_depth": cfg.cnn_depth if cfg.arch == "custom_cnn" else None,
+              "images": int(len(x)), "labelled_images": int(n_lab), "epochs": cfg.epochs, "batch": batch,
+              "loss": history, "img_per_s": round(steps * batch * len(steady) / max(sum(steady), 1e-9), 1),
+              "knn_accuracy_random_init": knn_before, "knn_accuracy": knn_accuracy(encoder, x[:n_lab], y, cfg.batch,
+                                                                                  cfg.seed),
+              "weights": str(weights), "config": asdict(cfg), "backend": keras.backend.backend(),
+              "wall_s": round(time.perf_counter() - start, 1)}
+    report["loss_png"] = str(_plot_loss(history, out / "pretrain_loss.png"))
+    (out / "pretrain_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _plot_loss(history: list[float], path: Path) -> Path:
+    from trainer.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(range(1, len(history) + 1), history, "o-")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("VICReg loss")
+    return _save(plt, fig, path)
