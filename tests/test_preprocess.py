@@ -1,0 +1,55 @@
+"""edge.bundle.preprocess at camera resolutions: the whole-factor area shrink keeps the picture and the field of view."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.bundle import InputSpec, preprocess
+from trainer.synth import render_field
+
+
+def _direct(frame: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The one-step resize preprocess used before: centre square, one cv2.INTER_AREA resize."""
+    fh, fw = frame.shape[:2]
+    side = min(fh, fw)
+    top, left = (fh - side) // 2, (fw - side) // 2
+    return cv2.resize(frame[top:top + side, left:left + side], (w, h), interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize("w,h", [(1280, 960), (1920, 1080), (640, 480), (2592, 1944)])
+def test_two_step_resize_matches_the_direct_resize(w, h):
+    field = cv2.resize(render_field(np.random.default_rng(w), "Pre", max(w, h)), (w, h))
+    out = preprocess(field, 224)
+    diff = np.abs(out.astype(int) - _direct(field, 224, 224).astype(int))
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 4, (diff.mean(), diff.max())
+
+
+def test_whole_factor_step_is_a_block_mean():
+    """A square that is an exact multiple of the model size is averaged in whole blocks, nothing else."""
+    frame = np.random.default_rng(0).integers(0, 256, (896, 1000, 3), dtype=np.uint8)
+    square = frame[:, 52:948].astype(float)
+    blocks = square.reshape(224, 4, 224, 4, 3).mean(axis=(1, 3))
+    assert np.abs(preprocess(frame, 224) - blocks).max() <= 0.5 + 1e-9
+
+
+def test_field_of_view_is_the_whole_centre_square():
+    """A bright ring on the edge of the centre square survives: the shrink crops at most factor - 1 pixels."""
+    frame = np.zeros((1080, 1920, 3), np.uint8)
+    left = (1920 - 1080) // 2
+    square = frame[:, left:left + 1080]
+    square[:6], square[-6:], square[:, :6], square[:, -6:] = 255, 255, 255, 255
+    out = preprocess(frame, 224)
+    for edge in (out[0], out[-1], out[:, 0], out[:, -1]):
+        assert edge.min() > 100
+    assert out[10:-10, 10:-10].max() == 0
+
+
+def test_non_square_model_input():
+    field = render_field(np.random.default_rng(1), "Benign", 960)
+    frame = cv2.resize(field, (1280, 960))
+    out = preprocess(frame, InputSpec(height=96, width=128))
+    assert out.shape == (96, 128, 3)
+    assert np.abs(out.astype(int) - _direct(frame, 96, 128).astype(int)).mean() < 1.0
