@@ -6,7 +6,7 @@ shuffle + gather + `augment_batch` in threads), measured alternately and best of
 `--repeats` each, as the machine may be shared. Overhead = arrays / pipeline - 1;
 target <= 10 %. Same compiled model for both modes, so only the input differs.
 
-    python benchmarks/bench_train.py [--img-size 128 --batch 32 --steps 24 --threads 2]
+    python benchmarks/bench_train.py [--img-size 128 --batch 32 --steps 24 --threads N]
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def main() -> int:
     p.add_argument("--img-size", type=int, default=128)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=24, help="timed steps per measurement")
-    p.add_argument("--threads", type=int, default=2, help="pipeline threads (default 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="pipeline threads (default: trainer.pipeline.default_workers on CPU, as leukedge train)")
     p.add_argument("--repeats", type=int, default=2, help="alternating measurements per mode (best counts)")
     p.add_argument("--archs", default="custom_cnn,mobilenetv2")
     args = p.parse_args()
@@ -36,21 +37,23 @@ def main() -> int:
 
     from bench_train_gpu import timed_fit
     from trainer.models import build_model
-    from trainer.pipeline import TrainBatches
+    from trainer.pipeline import TrainBatches, default_workers
     from trainer.train import _jit_compile
 
     size, batch = args.img_size, args.batch
+    threads = args.threads if args.threads is not None else default_workers(False)
     n = batch * 8
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     y = rng.integers(0, 4, n).astype(np.int32)
     print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPUs, {size} px, batch {batch}, "
-          f"{args.threads} pipeline threads, {args.steps} timed steps, best of {args.repeats}")
+          f"{threads} pipeline threads, {args.steps} timed steps, best of {args.repeats}, "
+          f"load average {os.getloadavg()[0]:.1f}")
     for arch in args.archs.split(","):
         keras.utils.set_random_seed(0)
         model = build_model(arch, size, alpha=1.0, weights="none")
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=_jit_compile())
-        data = TrainBatches(x, y, batch, seed=0, drop_remainder=True, threads=args.threads)
+        data = TrainBatches(x, y, batch, seed=0, drop_remainder=True, threads=threads)
         best = {"arrays": 0.0, "pipeline": 0.0}
         for r in range(args.repeats):
             for mode in best:

@@ -75,7 +75,7 @@ class TrainConfig:
     patience: int = 10
     bn_recal_images: int = 512
     mixed_precision: bool = False
-    workers: int = 2
+    workers: int | None = None  # augmentation threads; None: trainer.pipeline.default_workers
     verbose: int = 1
     labels: list[str] = field(default_factory=lambda: list(LABELS))
     recipe: str = "full"  # the preset the other fields started from (trainer.recipes)
@@ -264,6 +264,21 @@ def _jit_compile():
     return "auto"
 
 
+def _accelerated() -> bool:
+    """Whether the training step runs on a GPU/TPU (then the host cores are free for augmentation)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    return False
+
+
 def _strategy():
     """MirroredStrategy when TensorFlow sees several GPUs; otherwise no strategy."""
     import keras
@@ -278,7 +293,7 @@ def _strategy():
 
 def fit(cfg: TrainConfig, data: TrainingData, run: Path):
     """Build and train; returns (model, weights_source, history dict, train img/s, epochs run)."""
-    from trainer.pipeline import TrainBatches  # imports keras
+    from trainer.pipeline import TrainBatches, default_workers  # imports keras
 
     x_train, y_train = data.x["train"], data.y["train"]
     if cfg.smote:
@@ -291,7 +306,8 @@ def fit(cfg: TrainConfig, data: TrainingData, run: Path):
     pretrained = source != "none"
     epochs = cfg.epochs or default_epochs(pretrained)
     # Full batches only: one input shape, so XLA compiles the training step once.
-    batches = TrainBatches(x_train, y_train, cfg.batch, seed=cfg.seed, drop_remainder=True, threads=cfg.workers)
+    workers = cfg.workers if cfg.workers is not None else default_workers(_accelerated())
+    batches = TrainBatches(x_train, y_train, cfg.batch, seed=cfg.seed, drop_remainder=True, threads=workers)
     steps = len(batches)
     rng = np.random.default_rng(cfg.seed)
     recal = data.x["train"][rng.permutation(len(data.x["train"]))[: cfg.bn_recal_images]]

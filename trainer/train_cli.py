@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"({_d('bn_recal_images')})")
     parser.add_argument("--mixed-precision", action="store_true", default=None,
                         help="train in mixed bfloat16 (GPUs)")
-    parser.add_argument("--workers", type=positive_int, help=f"augmentation threads ({_d('workers')})")
+    parser.add_argument("--workers", type=positive_int,
+                        help="augmentation threads (default: 1 on a CPU-only box, 2 with a GPU)")
     parser.add_argument("--recipe", choices=tuple(RECIPES),
                         help="preset: full (the defaults here, for GPUs) or quick (14 epochs, patience 5: a "
                              "from-scratch model on a 2-core CPU in under an hour); explicit flags override it "
