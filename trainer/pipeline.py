@@ -18,7 +18,8 @@ every core busy (TensorFlow's and XLA's intra-op pools are sized to the cores), 
 extra augmentation threads only steal cycles from it; one thread, a bounded number of
 batches ahead, is enough (augmenting 32 images at 224 px costs a few ms against a
 training step of a second or more). With an accelerator the host cores are free
-except the one driving it.
+except the one driving it, and two threads are used: on an H200 more were slower,
+as the per-image Python work of the augmentation holds the GIL.
 
 No TensorFlow import here: this module runs on JAX-only GPU boxes.
 """
@@ -45,9 +46,9 @@ def usable_cores() -> int:
 
 
 def default_workers(accelerated: bool) -> int:
-    """Augmentation threads for the cores the training step leaves: all but one with an accelerator
-    (at most 8), one on a CPU-only box."""
-    return max(1, min(8, usable_cores() - 1)) if accelerated else 1
+    """Augmentation threads for the cores the training step leaves: two with an accelerator (when
+    the box has a core besides the one driving it), one on a CPU-only box."""
+    return max(1, min(2, usable_cores() - 1)) if accelerated else 1
 
 
 class TrainBatches(keras.utils.PyDataset):
