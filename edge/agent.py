@@ -95,7 +95,7 @@ class Agent:
             probs = classify(p.backend.infer, x, p.manifest.postprocess)
         self.seq += 1
         st.time("total", _ms_since(t0))
-        result = self.build_result(rgb, verdict.focus, probs,
+        result = self.build_result(rgb, verdict.focus, probs, frame.file,
                                    pre=st.last["pre"], invoke=st.last["invoke"], total=st.last["total"])
         self.emit("result", result)
         self.emit("sample", p.samples.add(self.seq, probs))
@@ -132,10 +132,13 @@ class Agent:
                  p.backend.name, cfg.source.safe_uri, cfg.mqtt.safe_url, p.outbox.rows)
         self.station = Station.start(self)
 
-    def build_result(self, rgb, focus: float, probs, **latency) -> dict:
+    def build_result(self, rgb, focus: float, probs, file: bytes | None = None, **latency) -> dict:
+        """The result message. frame.sha256: over the image file's bytes when the frame came from one
+        (what `sha256sum` says of it), else over the RGB pixels as received."""
         p = self.parts
         m, field = p.manifest, p.samples.field_number()  # may open a sample: first
-        frame = {"sha256": hashlib.sha256(rgb.data if rgb.flags.c_contiguous else rgb.tobytes()).hexdigest(),
+        hashed = file if file is not None else rgb.data if rgb.flags.c_contiguous else rgb.tobytes()
+        frame = {"sha256": hashlib.sha256(hashed).hexdigest(),
                  "w": int(rgb.shape[1]), "h": int(rgb.shape[0]), "focus": round(focus, 4)}
         return result_payload(
             msg_id=f"{self.cfg.device_id}-{p.boot}-{self.seq}", seq=self.seq, sample_id=p.samples.sample_id,

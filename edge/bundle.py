@@ -193,11 +193,40 @@ def check_header(data: bytes, max_pixels: int) -> None:
     check_size(width, height, max_pixels)
 
 
-def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None) -> np.ndarray:
+def jpeg_reduction(data: bytes, min_side: int) -> int:
+    """1, 2, 4 or 8: the largest JPEG decoding reduction that keeps the short side >= `min_side`.
+
+    Only for colour JPEGs (read from the header by Pillow, without decoding): libjpeg
+    then decodes straight at 1/2, 1/4 or 1/8 size, three to four times faster than a
+    full decode that preprocess would shrink anyway. Grayscale, CMYK and other formats
+    decode in full, so they are refused or converted exactly as before.
+    """
+    if min_side <= 0 or data[:2] != b"\xff\xd8":
+        return 1
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format != "JPEG" or im.mode != "RGB":
+                return 1
+            side = min(im.size)
+    except Exception:  # noqa: BLE001 - any parse failure: decode in full, the decoder decides
+        return 1
+    return next((k for k in (8, 4, 2) if side // k >= min_side), 1)
+
+
+_REDUCED = {2: "IMREAD_REDUCED_COLOR_2", 4: "IMREAD_REDUCED_COLOR_4", 8: "IMREAD_REDUCED_COLOR_8"}
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None, min_side: int = 0) -> np.ndarray:
     """Encoded bytes (JPEG, PNG, ...) -> HxWx3 uint8 RGB, or BadFrame naming `name`.
 
     With `max_pixels`, the size in the file header is checked before decoding, so a small
-    file that would expand to gigabytes is refused without allocating them.
+    file that would expand to gigabytes is refused without allocating them. With
+    `min_side`, a large colour JPEG is decoded at a reduced size whose short side stays
+    >= min_side (see jpeg_reduction); 0 always decodes in full.
     """
     import cv2
 
@@ -207,7 +236,9 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None
         if max_pixels:
             check_header(data, max_pixels)
         try:
-            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            k = jpeg_reduction(data, min_side)
+            flag = getattr(cv2, _REDUCED[k]) if k > 1 else cv2.IMREAD_UNCHANGED
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
         except cv2.error:  # OpenCV refuses some malformed headers by raising instead of returning None
             img = None
         if img is None:
@@ -221,14 +252,17 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None
         raise BadFrame(f"{name}: {exc}", exc.reason, name) from None
 
 
-def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 RGB; BadFrame (naming the file) if it cannot be used."""
-    path = Path(path)
+def read_bytes(path: str | Path) -> bytes:
+    """An image file's bytes; BadFrame naming the file if it cannot be read."""
     try:
-        data = path.read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
         raise BadFrame(f"{path}: cannot read ({exc.strerror or exc})", "unreadable", str(path)) from None
-    return decode_image(data, str(path), max_pixels)
+
+
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 RGB; BadFrame (naming the file) if it cannot be used."""
+    return decode_image(read_bytes(path), str(path), max_pixels)
 
 
 # --------------------------------------------------------------------------- bundles

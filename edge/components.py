@@ -43,7 +43,10 @@ def build_components(cfg, source: Watchdog | None = None) -> Components:
     backend, entry = load_for_manifest(cfg.bundle, manifest, backend=b.name, threads=b.threads,
                                        allow_fallback=b.allow_fallback, device=b.device)
     if source is None:
-        source = open_watchdog(cfg.source)
+        # Decoded frames keep at least twice what preprocess and the gate shrink them to, so
+        # both still average whole blocks of pixels (a 1280x960 JPEG decodes at 640x480).
+        spec = manifest.input
+        source = open_watchdog(cfg.source, min_side=2 * max(spec.height, spec.width, cfg.gate.analysis_width))
     o, r = cfg.outbox, cfg.result_log
     outbox = Outbox(o.path, o.max_rows, o.max_bytes, o.synchronous, o.memory_rows)
     boot = outbox.next_boot()

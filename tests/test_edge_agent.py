@@ -275,6 +275,34 @@ def test_preprocessing_parity_with_trainer_and_converter(tmp_path, bundle):
     np.testing.assert_array_equal(x[3], preprocess(read_image(paths[3]), agent.parts.manifest.input))
 
 
+def test_frame_sha256_is_the_files_own_and_large_jpegs_decode_reduced(tmp_path, bundle):
+    """Folder frames: frame.sha256 == sha256sum of the file; a 1280x960 JPEG decodes at 640x480 (the
+    bundle's 64 px input and the gate's 160 px analysis copy need a short side of 320), a PNG in full.
+    Frames handed over as arrays (a camera) are hashed over their RGB pixels."""
+    import hashlib
+
+    from trainer.synth import render_field
+
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, ext in enumerate([".jpg", ".jpg", ".png"]):
+        field = cv2.resize(render_field(rng, "Pre", 480), (1280, 960))
+        cv2.imwrite(str(folder / f"f{i}{ext}"), field[..., ::-1])
+    agent = Agent(config(tmp_path, bundle, folder, gate={"mode": "continuous"}))
+    agent.run()
+    results = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    frames = [r["frame"] for r in results if r["type"] == "result"]
+    files = sorted(folder.iterdir())
+    assert [f["sha256"] for f in frames] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
+    assert [(f["w"], f["h"]) for f in frames] == [(640, 480), (640, 480), (1280, 960)]
+    agent.start()
+    rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    probs = np.full(4, 0.25, np.float32)
+    assert agent.build_result(rgb, 1.0, probs)["frame"]["sha256"] == hashlib.sha256(rgb.tobytes()).hexdigest()
+    agent.shutdown()
+
+
 def _agent_proc(tmp_path, bundle, folder, url) -> subprocess.Popen:
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(f"device_id: box9\nbundle: {bundle}\nsource: {{uri: '{folder}', loop: true, fps: 20}}\n"

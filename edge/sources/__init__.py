@@ -23,8 +23,9 @@ __all__ = ["END", "Frame", "Source", "SourceBroken", "SourceError", "SourceLost"
 
 
 def make_source(uri: str, width: int | None = None, height: int | None = None, stall_s: float = 10.0,
-                max_pixels: int | None = None) -> Source:
-    """The Source for a URI (not opened yet). `max_pixels` is checked in image file headers."""
+                max_pixels: int | None = None, min_side: int = 0) -> Source:
+    """The Source for a URI (not opened yet). `max_pixels` is checked in image file headers;
+    `min_side`: how small an image file's JPEG may be decoded."""
     if uri.startswith("picam"):
         return PicamSource(uri, width, height)
     local = not uri.startswith(("cv:", "/dev/video")) and "://" not in uri
@@ -34,14 +35,14 @@ def make_source(uri: str, width: int | None = None, height: int | None = None, s
     if local:
         path = Path(uri)
         if path.is_dir() or not (path.suffix or path.exists()) or path.suffix.lower() in IMAGE_SUFFIXES:
-            return FolderSource(path, max_pixels)
+            return FolderSource(path, max_pixels, min_side)
     return OpenCVSource(uri, width, height, stall_s)
 
 
-def open_watchdog(cfg) -> Watchdog:
+def open_watchdog(cfg, min_side: int = 0) -> Watchdog:
     """A Watchdog over the source described by an edge.config.SourceConfig, opened."""
     wd = cfg.watchdog
     return Watchdog(
-        lambda: make_source(cfg.uri, cfg.width, cfg.height, wd.stall_s, cfg.max_pixels),
+        lambda: make_source(cfg.uri, cfg.width, cfg.height, wd.stall_s, cfg.max_pixels, min_side),
         loop=cfg.loop, fps=cfg.fps, backoff_initial_s=wd.backoff_initial_s, backoff_max_s=wd.backoff_max_s,
     ).open()

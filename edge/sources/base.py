@@ -15,6 +15,7 @@ class Frame(NamedTuple):
     name: str  # file name, or "<uri>#<index>" for cameras and streams
     decode_ms: float  # time to capture or decode this frame
     still: bool = False  # a still capture (an image file): the gate skips its stillness test
+    file: bytes | None = None  # the encoded image file as read (file sources): frame.sha256 is over these bytes
 
 
 class SourceError(BadInput):

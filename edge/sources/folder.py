@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from edge.bundle import read_image
+from edge.bundle import decode_image, read_bytes
 from edge.errors import BadFrame
 from edge.sources.base import Frame, Source, SourceError
 
@@ -18,10 +18,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 class FolderSource(Source):
-    def __init__(self, path: Path, max_pixels: int | None = None):
+    def __init__(self, path: Path, max_pixels: int | None = None, min_side: int = 0):
         self.path = Path(path)
         self.uri = str(path)
         self.max_pixels = max_pixels
+        self.min_side = min_side  # large JPEGs decode reduced, short side >= this (edge.bundle.jpeg_reduction)
         self._files: list[Path] = []
         self._i = 0
 
@@ -46,8 +47,9 @@ class FolderSource(Source):
         self._i += 1
         t0 = time.perf_counter()
         try:
-            image = read_image(path, self.max_pixels)
+            data = read_bytes(path)
+            image = decode_image(data, str(path), self.max_pixels, self.min_side)
         except BadFrame as exc:
             exc.frame = path.name  # as the Frame is named
             raise
-        return Frame(image, index, path.name, (time.perf_counter() - t0) * 1e3, still=True)
+        return Frame(image, index, path.name, (time.perf_counter() - t0) * 1e3, still=True, file=data)
