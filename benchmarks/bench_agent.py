@@ -17,8 +17,17 @@ that many cores (`os.sched_setaffinity`), once with the backend's default thread
 (derived from the affinity: edge.backends.default_threads) and once with 1 thread
 (LiteRT's own default), and prints throughput and overhead side by side.
 
-    python benchmarks/bench_agent.py [--frames 2000] [--size 224] [--frame-size 224] [--threads N]
-                                     [--ui off,idle,client]
+Camera-size frames: `--frame-size WxH` (JPEG files in a folder, decoded by the agent's
+folder source) or with `--raw` (RGB arrays handed to the agent as a live camera does).
+Without `--frame-size` four cases run: 224 JPEG (with the station page modes), then
+1280x960 raw, 1280x960 JPEG and 1920x1080 JPEG with the page off; a table then shows
+them side by side, with the still gate's own per-frame cost at each size (most frames of
+a microscope video are gated away, never classified). Targets: overhead <= 2 ms p50 for
+1280x960 raw, <= 4 ms for 1280x960 JPEG. `--cv-threads N` overrides the agent's one
+OpenCV thread.
+
+    python benchmarks/bench_agent.py [--frames 2000] [--size 224] [--frame-size WxH [--raw]] [--threads N]
+                                     [--ui off,idle,client] [--cv-threads N]
     python benchmarks/bench_agent.py --frames 500 --cores 1,2,all
 """
 
@@ -62,19 +71,81 @@ def build_bundle(out: Path, size: int) -> Path:
     return out
 
 
-def write_frames(out: Path, n: int, size: int) -> Path:
+DEFAULT_CASES = ("224x224", "1280x960 raw", "1280x960", "1920x1080")
+STAGES = ("decode", "gate", "pre", "invoke", "outbox", "publish", "total", "overhead")
+
+
+def render_frames(n: int, w: int, h: int) -> list:
+    """n synthetic smear fields at w x h (rendered at most 640 px and scaled up: rendering is slow)."""
     import cv2
     import numpy as np
 
     from trainer.synth.fields import render_field
 
+    rng = np.random.default_rng(1)
+    side = min(max(w, h), 640)
+    return [cv2.resize(render_field(rng, ("Benign", "Early", "Pre", "Pro")[i % 4], side), (w, h),
+                       interpolation=cv2.INTER_CUBIC) for i in range(n)]
+
+
+def write_frames(out: Path, frames: list) -> Path:
+    import cv2
+
     out.mkdir(parents=True, exist_ok=True)
-    if len(list(out.glob("*.jpg"))) < n:
-        rng = np.random.default_rng(1)
-        for i in range(n):
-            field = render_field(rng, ("Benign", "Early", "Pre", "Pro")[i % 4], size)
+    if len(list(out.glob("*.jpg"))) < len(frames):
+        for i, field in enumerate(frames):
             cv2.imwrite(str(out / f"field-{i:03d}.jpg"), field[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
     return out
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    w, _, h = text.lower().partition("x")
+    try:
+        return int(w), int(h or w)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"frame size {text!r}: expected WxH (1280x960) or one number") from None
+
+
+class ArraySource:
+    """Frames handed over as RGB arrays, as a live camera does: no file, no decoding."""
+
+    live = False
+
+    def __init__(self, frames: list):
+        self.uri, self.frames, self.i = "arrays", frames, 0
+
+    def open(self):
+        return self
+
+    def read(self):
+        from edge.sources import Frame
+
+        frame = Frame(self.frames[self.i % len(self.frames)], self.i, f"arrays#{self.i}", 0.0)
+        self.i += 1
+        return frame
+
+    def close(self):
+        pass
+
+
+def still_gate_ms(size: tuple[int, int], n: int = 200) -> float:
+    """p50 ms of Gate.check in `still` mode on a steady w x h scene with sensor noise: what each frame
+    that is never classified costs."""
+    import numpy as np
+
+    from edge.config import GateConfig
+    from edge.gate import Gate
+
+    base = render_frames(1, *size)[0]
+    rng = np.random.default_rng(0)
+    noisy = [np.clip(base.astype(np.int16) + rng.integers(-2, 3, base.shape), 0, 255).astype(np.uint8)
+             for _ in range(8)]
+    gate, times = Gate(GateConfig(mode="still")), []
+    for i in range(n):
+        t0 = time.perf_counter()
+        gate.check(noisy[i % len(noisy)])
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.percentile(times, 50))
 
 
 class PageClient(threading.Thread):
@@ -103,26 +174,32 @@ class PageClient(threading.Thread):
                     self.thumbs += 1
 
 
-def run_mode(mode: str, args, bundle: Path, frames: Path, broker, work: Path) -> dict:
-    """The agent loop on the replay folder with the page off, idle or watched; per-frame figures."""
+def run_mode(mode: str, args, bundle: Path, frames: Path, broker, work: Path, raw: list | None = None) -> dict:
+    """The agent loop on the replay folder (or `raw` arrays) with the page off, idle or watched."""
     import numpy as np
 
     from edge.agent import Agent
     from edge.config import load_config
-    from edge.sources import END
+    from edge.sources import END, Watchdog
     from edge.stats import Stats
+
+    tag = f"{mode}-{frames.name}{'-raw' if raw else ''}"
 
     cfg = load_config(None, {
         "bundle": str(bundle), "device_id": f"bench-{mode}",
         "source": {"uri": str(frames), "loop": True}, "gate": {"mode": "continuous"},
         "backend": {"threads": args.threads}, "max_frames": args.frames + 100,
         "mqtt": {"url": broker.url if broker else None, "stats_interval_s": 3600},
-        "outbox": {"path": str(work / f"outbox-{mode}.sqlite")},
-        "result_log": {"path": str(work / f"results-{mode}.jsonl")},
+        "outbox": {"path": str(work / f"outbox-{tag}.sqlite")},
+        "result_log": {"path": str(work / f"results-{tag}.jsonl")},
         "ui": {"listen": "off" if mode == "off" else "127.0.0.1:0"},
     })
-    agent = Agent(cfg)
+    agent = Agent(cfg, source=Watchdog(lambda: ArraySource(raw), loop=True).open() if raw else None)
     agent.start()
+    if args.cv_threads is not None:  # after start: the agent sets its own
+        import cv2
+
+        cv2.setNumThreads(args.cv_threads)
     if broker:  # measure the connected steady state, not the first connect
         agent.parts.publisher.connected.wait(10)
     client = None
@@ -183,7 +260,7 @@ def run_mode(mode: str, args, bundle: Path, frames: Path, broker, work: Path) ->
     out = {"mode": mode, "load": load, "fps": args.frames / wall, "backlog": agent.parts.outbox.rows,
            "backend": agent.parts.backend.name, "threads": agent.parts.backend.threads, "stages": {}, "cpu": np.percentile(cpu_overhead, [50, 95]),
            "hooks": (float(np.percentile(hooks_ms, 50)), float(np.mean(hooks_ms)))}
-    for name in ("decode", "gate", "pre", "invoke", "outbox", "publish", "total", "overhead"):
+    for name in STAGES:
         values = np.fromiter(st.stages[name], float)
         if len(values):
             out["stages"][name] = np.percentile(values, [50, 95])
@@ -198,7 +275,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=2000)
     ap.add_argument("--size", type=int, default=224, help="model input size")
-    ap.add_argument("--frame-size", type=int, default=224, help="replayed JPEG size (camera frames are larger)")
+    ap.add_argument("--frame-size", type=parse_size, default=None,
+                    help="one case, frames of WxH (default: 224 JPEG, 1280x960 raw and JPEG, 1920x1080 JPEG)")
+    ap.add_argument("--raw", action="store_true", help="hand frames over as RGB arrays (a camera), no JPEG")
+    ap.add_argument("--cv-threads", type=int, default=None, help="cv2.setNumThreads after start (agent's own: 1)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "leukedge-bench-agent")
     ap.add_argument("--no-broker", action="store_true")
@@ -220,7 +300,13 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     t0 = time.perf_counter()
     bundle = build_bundle(args.cache / f"bundle-{args.size}", args.size)
-    frames = write_frames(args.cache / f"frames-{args.frame_size}", 64, args.frame_size)
+    specs = [(args.frame_size, args.raw)] if args.frame_size else \
+        [(parse_size(c.split()[0]), c.endswith("raw")) for c in DEFAULT_CASES]
+    cases = []  # (name, frames folder, raw arrays or None)
+    for (w, h), raw in specs:
+        images = render_frames(16 if raw else 64, w, h)
+        folder = write_frames(args.cache / f"frames-{w}x{h}", images)
+        cases.append((f"{w}x{h} {'raw' if raw else 'JPEG'}", folder, images if raw else None))
     print(f"bundle and frames ready in {time.perf_counter() - t0:.1f} s ({bundle})")
 
     from tests.broker import Broker, mosquitto_available
@@ -230,7 +316,10 @@ def main() -> int:
     if mosquitto_available() and not args.no_broker:
         broker = Broker(work / "broker").start()
     try:
-        runs = [run_mode(mode, args, bundle, frames, broker, work) for mode in modes]
+        # the station page modes on the first case; the other cases with the page as in the first mode
+        name, folder, raw = cases[0]
+        runs = [run_mode(mode, args, bundle, folder, broker, work, raw) for mode in modes]
+        others = [run_mode(modes[0], args, bundle, folder, broker, work, raw) for name, folder, raw in cases[1:]]
     finally:
         if broker:
             broker.stop()
@@ -242,7 +331,7 @@ def main() -> int:
                           "overhead_p50": float(first["stages"]["overhead"][0]),
                           "overhead_cpu_p50": float(first["cpu"][0]), "load": first["load"]}))
         return 0
-    print(f"\nagent on {args.frames} replayed {args.frame_size}px JPEG frames -> {args.size}px int8 MobileNetV2 "
+    print(f"\nagent on {args.frames} {cases[0][0]} frames -> {args.size}px int8 MobileNetV2 "
           f"(alpha 1.0), backend {first['backend']}, broker {'mosquitto' if broker else 'none (offline)'}, "
           f"{os.cpu_count()} CPUs")
     for r in runs:
@@ -268,7 +357,34 @@ def main() -> int:
                 cpu = r["cpu"][0] - base["cpu"][0]
                 print(f"  {r['mode']:<7} {wall:+.3f} ms wall, {cpu:+.3f} ms CPU; hooks p50 {r['hooks'][0]:.4f} ms, "
                       f"mean {r['hooks'][1]:.4f} ms")
+    if others:
+        print_cases(cases, [runs[0], *others], args)
     return 0
+
+
+def print_cases(cases: list, results: list, args) -> None:
+    """The stage table for every case side by side (p50 ms), with the still gate's cost at each size."""
+    import cv2
+
+    names = [name for name, _, _ in cases]
+    load = max(r["load"] for r in results)
+    print(f"\ncamera-size frames, station page {results[0]['mode']}, {args.frames} frames per case, OpenCV threads "
+          f"{cv2.getNumThreads()}, load average up to {load:.1f}; p50 ms, every frame classified; 'gate, still': "
+          f"the still gate alone on a steady scene of that size (each frame that is never classified)")
+    width = max(16, *(len(n) + 2 for n in names))
+    print(f"{'stage':<14}" + "".join(f"{n:>{width}}" for n in names))
+    rows = {name: [r["stages"].get(name, (None,))[0] for r in results] for name in STAGES}
+    rows["overhead CPU"] = [r["cpu"][0] for r in results]
+    rows["frames/s"] = [r["fps"] for r in results]
+    rows["gate, still"] = [still_gate_ms(parse_size(n.split()[0])) for n in names]
+    for row, values in rows.items():
+        print(f"{row:<14}" + "".join(f"{v:>{width}.3f}" if v is not None else f"{'-':>{width}}" for v in values))
+    for n, r in zip(names, results):
+        target = {"1280x960 raw": 2.0, "1280x960 JPEG": 4.0}.get(n)
+        if target:
+            over = r["stages"]["overhead"][0]
+            print(f"{n}: overhead beyond invoke p50 {over:.3f} ms wall, {r['cpu'][0]:.3f} ms CPU "
+                  f"(target <= {target:g} ms): {'met' if over <= target else 'NOT met on wall clock'}")
 
 
 def sweep(args) -> int:
@@ -280,7 +396,8 @@ def sweep(args) -> int:
     for cores in counts:
         for threads in (None, 1):
             cmd = [sys.executable, __file__, "--frames", str(args.frames), "--size", str(args.size),
-                   "--frame-size", str(args.frame_size), "--cache", str(args.cache), "--affinity", str(cores),
+                   "--frame-size", "x".join(map(str, args.frame_size or (224, 224))), "--cache", str(args.cache),
+                   "--affinity", str(cores),
                    "--ui", "off"]
             cmd += ["--threads", str(threads)] if threads else []
             cmd += ["--no-broker"] if args.no_broker else []
