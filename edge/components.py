@@ -38,6 +38,12 @@ class Components:
 
 def build_components(cfg, source: Watchdog | None = None) -> Components:
     """Everything an `edge.config.AgentConfig` describes; `source` replaces the configured one."""
+    import cv2
+
+    # One OpenCV thread: the loop's resizes and decodes are small and serial, and OpenCV's
+    # pool threads otherwise compete with the model's own threads during invoke (measured
+    # with benchmarks/bench_agent.py --cv-threads: invoke and throughput suffer).
+    cv2.setNumThreads(1)
     manifest = load_manifest(cfg.bundle)
     b = cfg.backend
     backend, entry = load_for_manifest(cfg.bundle, manifest, backend=b.name, threads=b.threads,

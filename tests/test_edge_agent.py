@@ -289,8 +289,10 @@ def test_frame_sha256_is_the_files_own_and_large_jpegs_decode_reduced(tmp_path, 
     for i, ext in enumerate([".jpg", ".jpg", ".png"]):
         field = cv2.resize(render_field(rng, "Pre", 480), (1280, 960))
         cv2.imwrite(str(folder / f"f{i}{ext}"), field[..., ::-1])
+    cv2.setNumThreads(2)
     agent = Agent(config(tmp_path, bundle, folder, gate={"mode": "continuous"}))
     agent.run()
+    assert cv2.getNumThreads() == 1  # the agent's OpenCV stays off the model's cores
     results = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
     frames = [r["frame"] for r in results if r["type"] == "result"]
     files = sorted(folder.iterdir())
