@@ -281,7 +281,7 @@ def test_frame_sha256_is_the_files_own_and_large_jpegs_decode_reduced(tmp_path, 
     Frames handed over as arrays (a camera) are hashed over their RGB pixels."""
     import hashlib
 
-    from trainer.synth import render_field
+    from trainer.synth.fields import render_field
 
     rng = np.random.default_rng(5)
     folder = tmp_path / "frames"

@@ -8,7 +8,7 @@ import pytest
 
 from edge.bundle import InputSpec, decode_image, jpeg_reduction, preprocess
 from edge.errors import BadFrame
-from trainer.synth import render_field
+from trainer.synth.fields import render_field
 
 
 def _direct(frame: np.ndarray, h: int, w: int) -> np.ndarray:
