@@ -204,16 +204,19 @@ def jpeg_reduction(data: bytes, min_side: int) -> int:
     if min_side <= 0 or data[:2] != b"\xff\xd8":
         return 1
     import io
+    import warnings
 
     from PIL import Image
 
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.format != "JPEG" or im.mode != "RGB":
-                return 1
-            side = min(im.size)
-    except Exception:  # noqa: BLE001 - any parse failure: decode in full, the decoder decides
-        return 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is max_pixels' business
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                if im.format != "JPEG" or im.mode != "RGB":
+                    return 1
+                side = min(im.size)
+        except Exception:  # noqa: BLE001 - any parse failure: decode in full, the decoder decides
+            return 1
     return next((k for k in (8, 4, 2) if side // k >= min_side), 1)
 
 
