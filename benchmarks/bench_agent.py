@@ -258,7 +258,8 @@ def run_mode(mode: str, args, bundle: Path, frames: Path, broker, work: Path, ra
     wall = time.perf_counter() - t_run
     st = agent.parts.stats
     out = {"mode": mode, "load": load, "fps": args.frames / wall, "backlog": agent.parts.outbox.rows,
-           "backend": agent.parts.backend.name, "threads": agent.parts.backend.threads, "stages": {}, "cpu": np.percentile(cpu_overhead, [50, 95]),
+           "backend": agent.parts.backend.name, "threads": agent.parts.backend.threads, "stages": {},
+           "cpu": np.percentile(cpu_overhead, [50, 95]),
            "hooks": (float(np.percentile(hooks_ms, 50)), float(np.mean(hooks_ms)))}
     for name in STAGES:
         values = np.fromiter(st.stages[name], float)

@@ -65,23 +65,24 @@ def test_reduced_jpeg_decoding_keeps_the_short_side():
     field = cv2.resize(render_field(np.random.default_rng(2), "Early", 480), (1920, 1080))
     jpeg = _encoded(field[..., ::-1], ".jpg")
     assert [jpeg_reduction(jpeg, m) for m in (0, 100, 135, 136, 270, 271, 540, 541)] == [1, 8, 8, 4, 4, 2, 2, 1]
-    assert decode_image(jpeg, "f", 448).shape == (540, 960, 3)
+    assert decode_image(jpeg, "f", min_side=448).shape == (540, 960, 3)
     full = decode_image(jpeg, "f")
     assert full.shape == (1080, 1920, 3)
     # the model input from a reduced decode is close to the one from a full decode
-    diff = np.abs(preprocess(decode_image(jpeg, "f", 448), 224).astype(int) - preprocess(full, 224).astype(int))
+    reduced = decode_image(jpeg, "f", min_side=448)
+    diff = np.abs(preprocess(reduced, 224).astype(int) - preprocess(full, 224).astype(int))
     assert diff.mean() < 2.0, diff.mean()
-    assert np.abs(decode_image(jpeg, "f", 448)[..., 0].astype(int).mean() - full[..., 0].mean()) < 1  # RGB, not BGR
+    assert np.abs(reduced[..., 0].astype(int).mean() - full[..., 0].mean()) < 1  # RGB, not BGR
 
 
 def test_reduced_decoding_leaves_other_images_alone():
     grey = np.random.default_rng(0).integers(0, 256, (960, 1280), dtype=np.uint8)
     assert jpeg_reduction(_encoded(grey, ".jpg"), 100) == 1
     with pytest.raises(BadFrame, match="grayscale"):  # still refused, not turned into three grey channels
-        decode_image(_encoded(grey, ".jpg"), "g", 100)
+        decode_image(_encoded(grey, ".jpg"), "g", min_side=100)
     colour = np.dstack([grey] * 3)
     assert jpeg_reduction(_encoded(colour, ".png"), 100) == 1
-    assert decode_image(_encoded(colour, ".png"), "p", 100).shape == (960, 1280, 3)
+    assert decode_image(_encoded(colour, ".png"), "p", min_side=100).shape == (960, 1280, 3)
     assert jpeg_reduction(b"\xff\xd8 not a jpeg", 100) == 1
     with pytest.raises(BadFrame, match="not a decodable"):
-        decode_image(b"\xff\xd8 not a jpeg", "t", 100)
+        decode_image(b"\xff\xd8 not a jpeg", "t", min_side=100)
