@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,31 +24,9 @@ from hypothesis import strategies as st
 from edge.commands import COMMANDS, SAMPLE_ID, BadCommand, Command, parse
 from edge.config import AgentConfig, load_config, substitute_env, validate
 from edge.errors import BadInput
-from tests.agent_proc import CLI, ROOT, AgentProcess, ResultFeed, agent_config, blank_png, logged_ids, write_images
+from tests.agent_proc import AgentProcess, ResultFeed, agent_config, blank_png, logged_ids, write_images
 from tests.broker import mosquitto_available
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    """A real small bundle (tiny trained custom CNN at 64 px, converted; cached per session)."""
-    from tests.bundle_factory import make_small_bundle
-
-    return make_small_bundle(tmp_path_factory.mktemp("bundle"))
-
-
-def leukedge(*args, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", CLI, *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout)
-
-
-def assert_refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit 2, one `error:` line on stderr naming the problem, no traceback."""
-    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
+from tests.hostile import assert_refused, bundle, leukedge  # noqa: F401  (bundle: a fixture)
 
 
 # --------------------------------------------------------------------------- frames
