@@ -161,3 +161,14 @@ def test_selftest_passes_on_litert_and_fails_on_other_expected_outputs(bundle):
     with pytest.raises(selftest.SelfTestFailed, match="top-1"):
         selftest.run(bundle, manifest, entry, backend)
     assert hashlib.sha256((bundle / st.path).read_bytes()).hexdigest() != st.sha256
+
+
+def test_convert_with_sign_key_writes_a_signed_bundle(keys, tmp_path):
+    from converter.convert import convert
+    from tests.bundle_factory import make_small_run
+
+    out = convert(make_small_run(tmp_path), tmp_path / "signed", formats=("tflite-int8",), calib=32, max_drop=100.0,
+                  progress=False, echo=lambda _m: None, sign_key=keys / "signing.key", release=7)
+    assert load_manifest(out).release == 7
+    verify_signature(out, load_keys([keys / "signing.pub"]))
+    assert main(["convert", "x", "--out", str(tmp_path / "y"), "--sign-key", str(tmp_path / "nope.key")]) == 2
