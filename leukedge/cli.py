@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sign": ("leukedge.sign_cli", "sign a bundle (release number, manifest.sig)"),
     "verify": ("leukedge.verify_cli", "check a bundle's or pack's signature and every sha256"),
     "pack": ("leukedge.pack_cli", "write a bundle as one deterministic .leukedge archive"),
+    "install": ("leukedge.install_cli", "on the box: install a pack, or roll back, through the running agent"),
 }
 
 
