@@ -34,7 +34,7 @@ def frames(tmp_path):
 
 def install(config, *args, timeout=90) -> tuple[int, dict | None]:
     proc = subprocess.run([sys.executable, "-c", CLI, "install", *args, "--config", str(config)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout + 30)
+                          capture_output=True, text=True, timeout=timeout + 120)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     return proc.returncode, json.loads(lines[-1]) if lines else None
 

@@ -110,7 +110,8 @@ def results(workdir: Path) -> list[dict]:
 
 
 def events(workdir: Path) -> list[dict]:
-    return logged(workdir / "results.jsonl", "event")
+    """Bundle events in the local log (an event's own `type`, "bundle", is the line's type)."""
+    return logged(workdir / "results.jsonl", "bundle")
 
 
 def assert_switch(res: list[dict], old: str, new: str) -> int:
