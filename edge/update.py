@@ -81,7 +81,6 @@ class Updater:
         self.factory_sha: str | None = None
         self.signer: str | None = None
         self._busy: set[str] = set()
-        self._done_packs: set[str] = set()
         self._drop_seen: dict[Path, tuple] = {}  # drop folder file -> (path, size, mtime) at the last scan
         self._drop_done: set[tuple] = set()
         self._stop = threading.Event()
@@ -188,11 +187,7 @@ class Updater:
             self._rollback(*job[1:])
 
     def _chunk(self, chunk) -> None:
-        from edge.chunks import BadChunk, Transfer
-
-        if chunk.sha256 in self._done_packs:  # a late duplicate of a finished transfer
-            self.outcomes.append(("status", Transfer(chunk.sha256, chunk.total, chunk.total, [], 0).status()))
-            return
+        from edge.chunks import BadChunk
         try:
             progress, pack = self.reassembler.add(chunk)
         except (BadChunk, OSError) as exc:
@@ -200,7 +195,6 @@ class Updater:
             return
         self.outcomes.append(("status", progress.status()))
         if pack is not None:
-            self._done_packs.add(chunk.sha256)
             self._install(pack, "mqtt", True, None, chunk.sha256)
 
     def _scan(self) -> None:

@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("leukedge.verify_cli", "check a bundle's or pack's signature and every sha256"),
     "pack": ("leukedge.pack_cli", "write a bundle as one deterministic .leukedge archive"),
     "install": ("leukedge.install_cli", "on the box: install a pack, or roll back, through the running agent"),
+    "push": ("leukedge.push_cli", "send a pack to devices over MQTT (resumable) and wait for their events"),
+    "fleet": ("leukedge.fleet_cli", "list every device seen on the broker: online, bundle, release"),
 }
 
 
