@@ -95,8 +95,11 @@ def test_drop_folder_install_then_cli_rollback_and_reinstall(kit, tmp_path, fram
     assert seqs == list(range(1, len(seqs) + 1))
     from tests.agent_proc import logged
 
-    closed = [s["closed_by"] for s in logged(tmp_path / "results.jsonl", "sample")]
-    assert closed.count("model_change") == 3
+    samples = logged(tmp_path / "results.jsonl", "sample")
+    assert "model_change" in {s["closed_by"] for s in samples}  # (none is open when a sample just filled up)
+    model_of = {r["seq"]: r["model_sha256"] for r in results(tmp_path)}
+    for s in samples:  # no sample pools two models
+        assert {model_of[q] for q in range(s["first_seq"], s["last_seq"] + 1)} == {s["model_sha256"]}
 
     # a restart runs the store's current bundle, not the configured (factory) one
     AgentProcess(tmp_path, {**kit.config(tmp_path, frames), "max_frames": 3}, name="again").start().wait(60)
