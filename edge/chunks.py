@@ -82,6 +82,7 @@ class Reassembler:
 
     def __init__(self, incoming: Path, max_bytes: int):
         self.dir, self.max_bytes = Path(incoming), max_bytes
+        self.dir.mkdir(parents=True, exist_ok=True)
 
     def _folder(self, sha: str, total: int) -> Path:
         d = self.dir / sha

@@ -49,6 +49,8 @@ def test_with_keys_an_unsigned_configured_bundle_exits_2(kit, tmp_path, frames, 
     assert main(["agent", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unsigned" in err[0]
+    assert main(["agent", "--config", str(path), "--check"]) == 2
+    assert "unsigned" in capsys.readouterr().err
 
 
 def test_refer_below_override_is_used_and_reported(kit, tmp_path, frames):
