@@ -91,3 +91,17 @@ def test_reassembly_in_any_order_resumes_and_checks_the_whole_sha(tmp_path):
         r2.add(Chunk(bad, 0, 1, b"payload"))
     with pytest.raises(BadChunk, match="over update.max_bytes"):
         Reassembler(tmp_path / "small", max_bytes=1500).add(Chunk(sha, 0, 2, b"x" * 1600))
+
+
+def test_update_commands_bad_input_exit_2(tmp_path, capsys):
+    from leukedge.cli import main
+
+    assert main(["push", str(tmp_path / "nope.leukedge"), "--mqtt", "mqtt://127.0.0.1:1", "--device-id", "x"]) == 2
+    assert "no such pack file" in capsys.readouterr().err
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"bundle: {tmp_path}\n")
+    assert main(["install", str(tmp_path / "x.leukedge"), "--config", str(cfg)]) == 2
+    assert "no trust.keys" in capsys.readouterr().err
+    assert main(["install", "--factory", "--config", str(cfg)]) == 2
+    assert main(["fleet", "--mqtt", "http://example"]) == 2
+    assert "not mqtt://" in capsys.readouterr().err
