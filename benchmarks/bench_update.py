@@ -121,6 +121,9 @@ def main() -> int:
         print(f"longest interval between results around the switch: {max(around) * 1e3:.0f} ms "
               f"(median everywhere {sorted(gaps)[len(gaps) // 2] * 1e3:.0f} ms)")
         print(f"seq gaps: {sum(b - a - 1 for a, b in zip(seqs, seqs[1:]))} (0 = no frame lost)")
+        pause = [ln.split("loop paused ")[1].split(" ms")[0] for ln in agent.log().splitlines() if "loop paused" in ln]
+        print(f"agent loop paused for the switch itself: {pause[0] if pause else '?'} ms "
+              "(the rest of the gap: loading and self-testing the new model on a shared CPU)")
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -194,7 +194,7 @@ class Agent:
 
     def switch_bundle(self, ready) -> None:
         """Between two frames: close the open sample, swap the model, record it, announce it."""
-        p = self.parts
+        p, t0 = self.parts, time.perf_counter()
         self.emit("sample", p.samples.close("model_change"))
         old = p.backend
         p.bundle, p.manifest, p.backend, p.entry = ready.path, ready.manifest, ready.backend, ready.entry
@@ -205,8 +205,8 @@ class Agent:
         event = self.updater.commit(ready)
         p.publisher.set_info(self.info())
         self.emit("event", event)
-        log.info("bundle %s: now %s release %s (%s) on %s", ready.status, p.manifest.name, p.manifest.release,
-                 ready.sha[:12], p.backend.name)
+        log.info("bundle %s: now %s release %s (%s) on %s; loop paused %.1f ms for the switch", ready.status,
+                 p.manifest.name, p.manifest.release, ready.sha[:12], p.backend.name, _ms_since(t0))
 
     def info(self) -> dict:
         from edge.trust import manifest_sha256
