@@ -17,6 +17,7 @@ from converter import qat as qat_mod
 from converter.calibration import load_calibration
 from converter.validate import (int8_drops, predict_keras, row, run_format, summarize, validation_table,
                                 write_validation)
+from edge import selftest
 from edge.bundle import write_manifest
 from edge.errors import BadInput
 from edge.formats import BACKEND_FOR, FILE_NAMES, PRIMARY_ORDER, run_by
@@ -105,11 +106,8 @@ def validate(built: BuiltFiles, x: np.ndarray, y: np.ndarray, float_probs: np.nd
     return validation, all_probs
 
 
-def write_selftest(built: Built, tmp: Path, x: np.ndarray, y: np.ndarray) -> Path:
+def write_selftest(built: BuiltFiles, tmp: Path, x: np.ndarray, y: np.ndarray) -> Path:
     """selftest.npz: a few validation images and every CPU-runnable format's raw outputs on them."""
-    from converter.validate import BACKEND_FOR, run_format
-    from edge import selftest
-
     images = selftest.pick(x, y, selftest.image_count(x.shape[1], x.shape[2]))
     expected = {fmt: run_format(path, fmt, images, warmup=0)[0]
                 for fmt, (path, _, _) in built.files.items() if fmt in BACKEND_FOR}
