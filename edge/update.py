@@ -244,12 +244,16 @@ class Updater:
                 raise BundleError(f"not enough disk space in {self.store.root}: {free} bytes free, "
                                   f"need {2 * size + FREE_MARGIN}")
             tmp = self.store.root / f".tmp-{uuid.uuid4().hex[:12]}"
-            safe_unpack(pack, tmp, self.up.max_bytes)
+            names = safe_unpack(pack, tmp, self.up.max_bytes)
             _pause("unpacked")
             key = verify_signature(tmp, self.keys)
             sha = manifest_sha256(tmp)
-            manifest = load_manifest(tmp)
+            manifest = load_manifest(tmp, verify=False)
             release = manifest.release
+            outside = [e.path for e in manifest.files if e.path not in names]  # only the pack's own plain files
+            if outside:
+                raise BundleError(f"manifest lists {outside[0]!r}, which is not a file of the pack")
+            load_manifest(tmp)  # every sha256
             running_sha, running_release = self.running
             if sha == running_sha:
                 raise BundleError("this bundle is already running")

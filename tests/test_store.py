@@ -105,3 +105,39 @@ def test_update_commands_bad_input_exit_2(tmp_path, capsys):
     assert main(["install", "--factory", "--config", str(cfg)]) == 2
     assert main(["fleet", "--mqtt", "http://example"]) == 2
     assert "not mqtt://" in capsys.readouterr().err
+
+
+def test_install_refuses_a_signed_manifest_that_points_outside_the_pack(tmp_path):
+    """Signed by the trusted key, but `files[].path` names a file beside the bundle: refused
+    before anything reads it (the pack's own plain files are all a bundle may use)."""
+    import io
+    import tarfile
+
+    from converter.signing import new_keys, sign
+    from edge.config import validate
+    from edge.update import Updater
+
+    new_keys(tmp_path / "keys")
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"secret")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text(json.dumps({
+        "name": "evil", "arch": "custom_cnn",
+        "files": [{"path": "../outside.bin", "format": "tflite-int8", "sha256": hashlib.sha256(b"secret").hexdigest()}]}))
+    sign(bundle, tmp_path / "keys" / "signing.key", release=5)
+    pack = tmp_path / "evil.leukedge"
+    with tarfile.open(pack, "w") as tar:
+        for name in ("manifest.json", "manifest.sig"):
+            data = (bundle / name).read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    cfg = validate({"bundle": str(bundle), "trust": {"keys": [str(tmp_path / "keys" / "signing.pub")]},
+                    "outbox": {"path": str(tmp_path / "state" / "outbox.sqlite")}})
+    up = Updater(cfg)
+    up._install(pack, "install", False, None, None)
+    (kind, ev), = up.poll()
+    assert kind == "event" and ev["status"] == "rejected" and "not a file of the pack" in ev["reason"]
+    assert ev["manifest_sha256"] and ev["release"] == 5
+    assert not [p for p in (tmp_path / "state" / "bundles").iterdir() if p.name not in ("inbox", "incoming")]
