@@ -172,3 +172,15 @@ def test_convert_with_sign_key_writes_a_signed_bundle(keys, tmp_path):
     assert load_manifest(out).release == 7
     verify_signature(out, load_keys([keys / "signing.pub"]))
     assert main(["convert", "x", "--out", str(tmp_path / "y"), "--sign-key", str(tmp_path / "nope.key")]) == 2
+
+
+def test_a_bundle_without_selftest_still_loads_with_a_warning(bundle, caplog):
+    from edge import selftest
+    from edge.backends import load_for_manifest
+
+    manifest = load_manifest(bundle)
+    manifest.files = [e for e in manifest.files if e.format != "selftest"]  # as an older converter wrote it
+    backend, entry = load_for_manifest(bundle, manifest, backend="litert")
+    with caplog.at_level("WARNING"):
+        assert selftest.run(bundle, manifest, entry, backend) is None
+    assert "has no self-test" in caplog.text
