@@ -87,6 +87,7 @@ def _push_one(client, args, device: str, sha: str, chunks: list[bytes], answers:
         now = time.monotonic()
         if msg is not None:
             heard = True
+            msg = _freshest(msg, answers)
             if msg.get("type") == "bundle":
                 sent = f"sent {len(sent_at)}/{total} chunks"
                 if msg.get("status") == "installed":
@@ -100,3 +101,17 @@ def _push_one(client, args, device: str, sha: str, chunks: list[bytes], answers:
             if 0 <= i < total and now - sent_at.get(i, -1e9) > RESEND_S:
                 send(i)
     return 1, f"no event within {args.timeout:.0f} s ({len(sent_at)}/{total} chunks sent)"
+
+
+def _freshest(msg: dict, answers: queue.Queue, settle: float = 0.5) -> dict:
+    """The queued status that has received the most (some were sent before this push began and
+    list chunks that arrived since), or a bundle event as soon as one comes."""
+    deadline = time.monotonic() + settle
+    while msg.get("type") != "bundle" and time.monotonic() < deadline:
+        try:
+            nxt = answers.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if nxt.get("type") == "bundle" or nxt.get("received", 0) >= msg.get("received", 0):
+            msg = nxt
+    return msg
