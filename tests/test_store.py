@@ -113,7 +113,7 @@ def test_install_refuses_a_signed_manifest_that_points_outside_the_pack(tmp_path
     import io
     import tarfile
 
-    from converter.signing import new_keys, sign
+    from converter.signing import load_private_key, new_keys
     from edge.config import validate
     from edge.update import Updater
 
@@ -122,10 +122,10 @@ def test_install_refuses_a_signed_manifest_that_points_outside_the_pack(tmp_path
     outside.write_bytes(b"secret")
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    (bundle / "manifest.json").write_text(json.dumps({
-        "name": "evil", "arch": "custom_cnn",
-        "files": [{"path": "../outside.bin", "format": "tflite-int8", "sha256": hashlib.sha256(b"secret").hexdigest()}]}))
-    sign(bundle, tmp_path / "keys" / "signing.key", release=5)
+    text = json.dumps({"name": "evil", "arch": "custom_cnn", "release": 5, "files": [
+        {"path": "../outside.bin", "format": "tflite-int8", "sha256": hashlib.sha256(b"secret").hexdigest()}]})
+    (bundle / "manifest.json").write_text(text)  # `leukedge sign` refuses this bundle: signed by hand
+    (bundle / "manifest.sig").write_bytes(load_private_key(tmp_path / "keys" / "signing.key").sign(text.encode()))
     pack = tmp_path / "evil.leukedge"
     with tarfile.open(pack, "w") as tar:
         for name in ("manifest.json", "manifest.sig"):
