@@ -76,11 +76,12 @@ class Store:
     def _write(self, state: dict) -> None:
         atomic_write(self.root / STATE, (json.dumps(state, indent=1) + "\n").encode())
 
-    def record(self, sha: str, previous: str | None, rollback: bool = False) -> dict:
-        """Make `sha` current. An install pushes `previous` onto the history; a rollback pops it."""
+    def record(self, sha: str, previous: str | None, rollback: bool = False, drop: tuple | list = ()) -> dict:
+        """Make `sha` current. An install pushes `previous` onto the history; a rollback pops it.
+        `drop`: bundles found unusable, taken out of the history in the same atomic write."""
         with self._lock:
             st = self.state()
-            history = [h for h in st["history"] if h != sha]
+            history = [h for h in st["history"] if h != sha and h not in drop]
             if not rollback and previous and previous != sha:
                 history.insert(0, previous)
             st.update(current=sha, history=history[: self.keep])

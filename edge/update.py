@@ -79,6 +79,7 @@ class Updater:
         self.outcomes: collections.deque = collections.deque()
         self.running: tuple[str | None, int | None] = (None, None)
         self.factory_sha: str | None = None
+        self._start_report: tuple = (None, None)  # (sha, self-test report) of the stored bundle checked at start
         self.signer: str | None = None
         self._busy: set[str] = set()
         self._drop_seen: dict[Path, tuple] = {}  # drop folder file -> (path, size, mtime) at the last scan
@@ -92,32 +93,69 @@ class Updater:
         return self.cfg.bundle if sha == self.factory_sha else self.store.path(sha)
 
     def start_bundle(self) -> Path:
-        """The bundle to run at start: the store's current one when valid and signed, else `bundle:`.
+        """The bundle to run at start: the store's current one when it is signed, whole and passes its
+        self-test; else the previous ones in the store, newest first; else the factory `bundle:`.
 
-        The factory bundle must carry a valid signature either way (BundleError: exit 2)."""
+        A box is never left broken by its store: a fallback is recorded atomically and announced by an
+        `event` (queued for the outbox). The factory bundle must carry a valid signature (BundleError: exit 2)."""
         factory = Path(self.cfg.bundle)
         verify_signature(factory, self.keys)
         self.factory_sha = manifest_sha256(factory)
-        current = self.store.state()["current"]
-        if current and current != self.factory_sha:
-            path = self.store.path(current)
+        st = self.store.state()
+        current = st["current"]
+        if not current or current == self.factory_sha:
+            return factory
+        reasons, bad = [], []
+        for sha in [current, *st["history"]]:
+            if sha == self.factory_sha:
+                break
             try:
-                verify_signature(path, self.keys)
-                load_manifest(path)
-                return path
-            except (BadInput, OSError) as exc:
-                log.warning("store's current bundle %s is not usable (%s): running the configured bundle",
-                            current[:12], exc)
-        return factory
+                self._start_report = (sha, self._check(sha))
+            except Exception as exc:  # noqa: BLE001 - any fault in a stored bundle means: fall back
+                reasons.append(f"{sha[:12]}: {_reason(exc)}")
+                bad.append(sha)
+                continue
+            if sha == current:
+                return self.store.path(sha)
+            return self._fell_back(sha, bad, reasons)
+        return self._fell_back(self.factory_sha, bad, reasons)
+
+    def _check(self, sha: str) -> dict | None:
+        """Signature, every sha256, load and self-test of a stored bundle; its self-test report."""
+        path = self.store.path(sha)
+        if not path.is_dir():
+            raise BundleError(f"bundle folder {path} is missing")
+        key = verify_signature(path, self.keys)
+        ready = self._load(path, sha, load_manifest(path), key.fingerprint, "rolled_back", "start", None, None)
+        ready.backend.close()
+        return ready.selftest
+
+    def _fell_back(self, sha: str, bad: list[str], reasons: list[str]) -> Path:
+        """Record `sha` as current (the unusable ones leave the history) and queue the `event`."""
+        reason = "store's current bundle not usable: " + "; ".join(reasons)
+        log.warning("%s; running %s", reason, "the factory bundle" if sha == self.factory_sha else sha[:12])
+        self.store.prune(self.store.record(sha, None, rollback=True, drop=bad))
+        path = self.locate(sha)
+        self.outcomes.append(("event", event("rolled_back", sha, load_manifest(path, verify=False).release,
+                                             reason[:300], origin="start", broken_sha256=bad[0],
+                                             factory=sha == self.factory_sha)))
+        return path
 
     def started(self, path: Path, manifest, backend, entry) -> dict | None:
-        """The agent loaded `path`: self-test it (BundleError when this runtime disagrees), note it as running."""
+        """The agent loaded `path`: self-test it (BundleError when this runtime disagrees), note it as running.
+        A stored bundle was already self-tested by `start_bundle`: its report is reused."""
         from edge import selftest
 
-        report = selftest.run(path, manifest, entry, backend)
+        sha = manifest_sha256(path)
+        tested, self._start_report = self._start_report, (None, None)
+        if tested[0] == sha:
+            report = tested[1]
+        else:
+            result = selftest.run(path, manifest, entry, backend)
+            report = result.to_dict() if result else None
         self.signer = verify_signature(path, self.keys).fingerprint
-        self.running = (manifest_sha256(path), manifest.release)
-        return report.to_dict() if report else None
+        self.running = (sha, manifest.release)
+        return report
 
     def start(self) -> "Updater":
         self._thread = threading.Thread(target=self._work, name="leukedge-update", daemon=True)

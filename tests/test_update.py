@@ -136,3 +136,24 @@ def test_kill9_during_install_leaves_old_or_new_whole(kit, tmp_path, frames, ste
     assert not list((tmp_path / "store").glob(".tmp-*"))
     state = Store(tmp_path / "store").state()
     assert state["current"] == (kit.b_sha if after[-1] == kit.b_model else None)
+
+
+def test_install_rollback_factory_through_a_running_agent(kit, tmp_path, frames):
+    agent = AgentProcess(tmp_path, kit.config(tmp_path, frames)).start()
+    try:
+        assert wait_for(lambda: len(results(tmp_path)) >= 3, 60), agent.log()
+        rc, ev = install(agent.config_path, str(kit.b_pack))
+        assert rc == 0 and ev["status"] == "installed" and ev["manifest_sha256"] == kit.b_sha, agent.log()
+        rc, ev = install(agent.config_path, "--rollback", "--factory")
+        assert rc == 0 and ev["status"] == "rolled_back" and ev["manifest_sha256"] == kit.a_sha, agent.log()
+        assert ev["origin"] == "install" and ev["release"] == 1
+        n = len(results(tmp_path))
+        assert wait_for(lambda: len(results(tmp_path)) >= n + 3, 30)
+        rc, ev = install(agent.config_path, "--rollback", "--factory")
+        assert rc == 2 and ev["status"] == "rejected" and "already running" in ev["reason"]
+    finally:
+        agent.terminate()
+    shas = [r["model_sha256"] for r in results(tmp_path)]
+    assert [shas[i] for i in range(1, len(shas)) if shas[i] != shas[i - 1]] == [kit.b_model, kit.a_model]
+    st = Store(tmp_path / "store").state()
+    assert st["current"] == kit.a_sha
