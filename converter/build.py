@@ -17,6 +17,7 @@ from converter import qat as qat_mod
 from converter.calibration import load_calibration
 from converter.validate import (int8_drops, predict_keras, row, run_format, summarize, validation_table,
                                 write_validation)
+from edge import selftest
 from edge.bundle import write_manifest
 from edge.errors import BadInput
 from edge.formats import BACKEND_FOR, FILE_NAMES, PRIMARY_ORDER, run_by
@@ -105,6 +106,14 @@ def validate(built: BuiltFiles, x: np.ndarray, y: np.ndarray, float_probs: np.nd
     return validation, all_probs
 
 
+def write_selftest(built: BuiltFiles, tmp: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    """selftest.npz: a few validation images and every CPU-runnable format's raw outputs on them."""
+    images = selftest.pick(x, y, selftest.image_count(x.shape[1], x.shape[2]))
+    expected = {fmt: run_format(path, fmt, images, warmup=0)[0]
+                for fmt, (path, _, _) in built.files.items() if fmt in BACKEND_FOR}
+    return selftest.write(tmp / selftest.FILE, images, expected)
+
+
 def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool, allow_cpu_fallback: bool,
                  name: str, seed: int, progress: bool, echo: Callable[[str], None]) -> Result:
     calib_x, calib_counts, warnings = load_calibration(run.splits.get("train", []), calib, run.spec, seed, progress)
@@ -154,6 +163,7 @@ def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool
                for fmt, probs in test_probs.items()}
     metrics["keras-float"] = summarize(y_test, float_test) | {"split": "test", "protocol": run.split_meta.get("protocol")}
     entries = [manifest_build.file_entry(tmp, path, fmt, qi, qo) for fmt, (path, qi, qo) in built.files.items()]
+    entries.append(manifest_build.file_entry(tmp, write_selftest(built, tmp, x_val, y_val), "selftest"))
     reports = [{"path": p.name, "sha256": manifest_build.sha256_file(p)}
                for p in sorted(tmp.glob("*.json")) + sorted(tmp.glob("*.log")) + sorted(tmp.glob("*.png"))]
     manifest = manifest_build.build_manifest(

@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="accept an Edge TPU compilation where some ops run on the CPU")
     p.add_argument("--name", default=None, help="bundle name in the manifest (default: the --out folder name)")
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
+    p.add_argument("--sign-key", type=Path, default=None,
+                   help="sign the bundle with this Ed25519 key (leukedge keys new); release from the key's counter")
+    p.add_argument("--release", type=int, default=None, help="with --sign-key: this release number instead")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,5 +38,6 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     convert(args.run, args.out, formats=args.formats, calib=args.calib, data=args.data, max_drop=args.max_drop,
-            qat=args.qat, allow_cpu_fallback=args.allow_cpu_fallback, name=args.name, seed=args.seed)
+            qat=args.qat, allow_cpu_fallback=args.allow_cpu_fallback, name=args.name, seed=args.seed,
+            sign_key=args.sign_key, release=args.release)
     return 0

@@ -50,17 +50,23 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 
 def convert(run_dir, out, formats=DEFAULT_FORMATS, calib: int = 300, data=None, max_drop: float = 0.5,
             qat: bool = False, allow_cpu_fallback: bool = False, name: str | None = None, seed: int = 0,
-            progress: bool = True, echo: Callable[[str], None] = print) -> Path:
+            progress: bool = True, echo: Callable[[str], None] = print, sign_key: Path | None = None,
+            release: int | None = None) -> Path:
     """Convert RUN into a validated bundle at `out` and return its path (see module docstring).
 
     Raises BadInput (exit 2) for bad input and GateFailed (exit 2) when an int8 format
     drops more than `max_drop` percentage points against the float model; in that case the
     table is printed and the rejected bundle is kept at OUT.rejected for inspection.
+    With `sign_key`, the bundle is signed (converter/signing.py) before it is moved into place.
     """
     formats = parse_formats(formats)
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
         raise BadInput(f"{out}: exists and is not a bundle; choose another --out")
+    if sign_key is not None:
+        from converter.signing import load_private_key
+
+        load_private_key(sign_key)  # a bad key fails now, not after the conversion
     run = load_run(Path(run_dir), Path(data) if data else None)
     echo(f"run {run.path}: {run.arch} {run.spec.height}x{run.spec.width}, formats {', '.join(formats)}")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +84,11 @@ def convert(run_dir, out, formats=DEFAULT_FORMATS, calib: int = 300, data=None, 
             worst = ", ".join(f"{f} {d:+.2f} pp" for f, d in result.failing.items())
             raise GateFailed(f"int8 accuracy drop over --max-drop {max_drop} pp ({worst}); "
                              f"bundle not written, inspect {rejected}")
+        if sign_key is not None:
+            from converter.signing import sign
+
+            signed = sign(tmp, sign_key, release)
+            echo(f"signed: release {signed['release']}, key {signed['fingerprint']}")
         _replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -127,6 +127,12 @@ outbox:
   path: $STATE_DIR/outbox.sqlite
 result_log:
   path: $LOG_DIR/results.jsonl
+update:
+  # Bundles installed over MQTT, the drop folder or \`leukedge install\` (inside the unit's state directory).
+  store: $STATE_DIR/bundles
+trust:
+  # The lab's signing.pub files: with none, this box runs only \`bundle:\` and takes no updates.
+  keys: []
 EOF
 }
 

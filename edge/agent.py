@@ -15,8 +15,8 @@ import time
 from contextlib import contextmanager
 
 from edge import __version__
-from edge.bundle import MANIFEST, as_rgb_uint8, preprocess, sha256_file
-from edge.components import Components, build_components
+from edge.bundle import as_rgb_uint8, preprocess
+from edge.components import Components, build_components, refer_below
 from edge.errors import BadFrame
 from edge.loglimit import LimitedLog
 from edge.messages import SCHEMA, encode, result_payload, utc_now
@@ -34,6 +34,7 @@ class Agent:
         self.cfg = config
         self.source = source  # a Watchdog for in-process use; None = from config
         self.parts: Components | None = None  # built by start()
+        self.updater = None  # edge.update.Updater when trust keys are configured
         self.stop_requested = False
         self.signals = 0
         self.seq = 0
@@ -112,6 +113,8 @@ class Agent:
         p.outbox.flush()  # messages held in memory while the disk refused writes
         if p.results:
             p.results.flush()
+        if self.updater is not None:
+            self._updates()
         p.publisher.pump()
         if self.station is not None:
             self.station.tick(self)
@@ -123,10 +126,18 @@ class Agent:
     # ------------------------------------------------------------------ stages
 
     def start(self) -> None:
+        from edge.update import open_updater
+
         cfg = self.cfg
-        self.parts = p = build_components(cfg, self.source)
+        self.updater = up = open_updater(cfg)  # None without trust keys: only `bundle:` runs, no updates
+        self.parts = p = build_components(cfg, self.source, up.start_bundle() if up else None)
+        if up:
+            up.started(p.bundle, p.manifest, p.backend, p.entry)
+            p.publisher.chunk_limit = cfg.update.max_bytes
         p.publisher.set_info(self.info())
         p.publisher.start()
+        if up:
+            up.start()
         self._next_stats = time.monotonic() + cfg.mqtt.stats_interval_s
         log.info("agent %s: %s on %s, source %s, mqtt %s, outbox backlog %d", cfg.device_id, p.entry.path,
                  p.backend.name, cfg.source.safe_uri, cfg.mqtt.safe_url, p.outbox.rows)
@@ -142,7 +153,7 @@ class Agent:
                  "w": int(rgb.shape[1]), "h": int(rgb.shape[0]), "focus": round(focus, 4)}
         return result_payload(
             msg_id=f"{self.cfg.device_id}-{p.boot}-{self.seq}", seq=self.seq, sample_id=p.samples.sample_id,
-            field=field, probs=probs, labels=m.labels, refer_below=m.thresholds.refer_below,
+            field=field, probs=probs, labels=m.labels, refer_below=p.samples.refer_below,
             latency_ms=latency, model_sha256=p.entry.sha256, frame=frame)
 
     def emit(self, kind: str, payload: dict | None) -> None:
@@ -168,16 +179,53 @@ class Agent:
             self.emit("sample", samples.close("command"))
         elif cmd.name == "sample/id":
             samples.set_id(cmd.sample_id)
+        elif cmd.name == "bundle/chunk" and self.updater:
+            self.updater.submit_chunk(cmd.body)
+        elif cmd.name == "bundle/rollback" and self.updater:
+            self.updater.submit_rollback(cmd.body["factory"])
+
+    # ------------------------------------------------------------------ bundle updates (edge/update.py)
+
+    def _updates(self) -> None:
+        for kind, item in self.updater.poll():
+            if kind == "ready":
+                self.switch_bundle(item)
+            elif kind == "status":  # transfer progress: for the sender, not kept
+                self.parts.publisher.publish_now("event", item)
+            elif kind == "event":
+                self.emit("event", item)
+
+    def switch_bundle(self, ready) -> None:
+        """Between two frames: close the open sample, swap the model, record it, announce it."""
+        p, t0 = self.parts, time.perf_counter()
+        self.emit("sample", p.samples.close("model_change"))
+        old = p.backend
+        p.bundle, p.manifest, p.backend, p.entry = ready.path, ready.manifest, ready.backend, ready.entry
+        s = p.samples
+        s.labels, s.refer_below, s.model_sha256 = p.manifest.labels, refer_below(self.cfg, p.manifest), p.entry.sha256
+        s.pooling = p.manifest.postprocess.pool
+        old.close()
+        event = self.updater.commit(ready)
+        p.publisher.set_info(self.info())
+        self.emit("event", event)
+        log.info("bundle %s: now %s release %s (%s) on %s; loop paused %.1f ms for the switch", ready.status,
+                 p.manifest.name, p.manifest.release, ready.sha[:12], p.backend.name, _ms_since(t0))
 
     def info(self) -> dict:
-        p, cfg = self.parts, self.cfg
+        from edge.trust import manifest_sha256
+
+        p, cfg, up = self.parts, self.cfg, self.updater
         m = p.manifest
         bundle = {"name": m.name, "arch": m.arch, "format": p.entry.format, "model_sha256": p.entry.sha256,
-                  "manifest_sha256": sha256_file(cfg.bundle / MANIFEST), "tta": m.postprocess.tta,
-                  "postprocess": m.postprocess.model_dump()}
+                  "manifest_sha256": manifest_sha256(p.bundle), "release": m.release,
+                  "signed_by": up.signer if up else None, "factory": up is None or up.running[0] == up.factory_sha,
+                  "tta": m.postprocess.tta, "postprocess": m.postprocess.model_dump()}
+        thresholds = {**m.thresholds.model_dump(), "refer_below": p.samples.refer_below,
+                      "manifest_refer_below": m.thresholds.refer_below,
+                      "refer_below_source": "manifest" if cfg.thresholds.refer_below is None else "config"}
         return {"schema": SCHEMA, "device": cfg.device_id, "agent_version": __version__, "boot": p.boot,
                 "bundle": bundle, "backend": p.backend.name, "model_file": p.entry.path, "labels": m.labels,
-                "thresholds": m.thresholds.model_dump(), "source": cfg.source.safe_uri, "gate": cfg.gate.mode,
+                "thresholds": thresholds, "source": cfg.source.safe_uri, "gate": cfg.gate.mode,
                 "ts": utc_now()}
 
     def stats_payload(self) -> dict:
@@ -209,6 +257,8 @@ class Agent:
         if not p.stats.fields and p.stats.frames:
             self._explain_no_field()
         self.emit("sample", p.samples.close("shutdown"))
+        if self.updater:
+            self.updater.stop()
         deadline = time.monotonic() + self.cfg.drain_timeout_s
         while not p.publisher.drained() and time.monotonic() < deadline and self.signals < 2:
             p.publisher.pump()

@@ -70,6 +70,11 @@ def check(cfg) -> int:
     manifest = load_manifest(cfg.bundle)
     print(f"bundle    ok: {manifest.name} ({manifest.arch}), labels {', '.join(manifest.labels)}, "
           f"{len(manifest.files)} files sha256-verified, refer below {manifest.thresholds.refer_below}")
+    if cfg.trust.keys:
+        from edge.trust import load_keys, verify_signature
+
+        key = verify_signature(cfg.bundle, load_keys(cfg.trust.keys))
+        print(f"trust     ok: release {manifest.release} signed by {key.fingerprint}; updates into {cfg.store}")
     b = cfg.backend
     backend, entry = load_for_manifest(cfg.bundle, manifest, b.name, b.threads, b.allow_fallback, b.device)
     probs = backend.infer(np.zeros(backend.input_shape, np.uint8))

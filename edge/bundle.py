@@ -23,7 +23,7 @@ from edge.postprocess import PostProcess, postprocess  # noqa: F401 - the one po
 LABELS: tuple[str, ...] = ("Benign", "Early", "Pre", "Pro")
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-Format = Literal[FORMATS]  # the names of edge.formats.TABLE
+Format = Literal[(*FORMATS, "selftest")]  # edge.formats.TABLE, and selftest.npz (edge/selftest.py)
 
 
 class StainNorm(BaseModel):
@@ -83,6 +83,7 @@ class Manifest(BaseModel):
     training: dict = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
+    release: int | None = Field(None, ge=1)  # set by `leukedge sign`; monotonic per lab
 
     def file(self, fmt: str) -> FileEntry:
         for entry in self.files:

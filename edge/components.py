@@ -9,6 +9,7 @@ once it can say what it runs (`info`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from edge.backends import Backend, load_for_manifest
 from edge.bundle import FileEntry, Manifest, load_manifest
@@ -23,6 +24,7 @@ from edge.stats import Stats
 
 @dataclass
 class Components:
+    bundle: Path  # the folder running: `bundle:` or the store's current one (edge/update.py)
     manifest: Manifest
     entry: FileEntry  # the bundle file the backend runs
     backend: Backend
@@ -36,17 +38,25 @@ class Components:
     publisher: Publisher | Offline
 
 
-def build_components(cfg, source: Watchdog | None = None) -> Components:
-    """Everything an `edge.config.AgentConfig` describes; `source` replaces the configured one."""
+def refer_below(cfg, manifest: Manifest) -> float:
+    """The lab's local threshold (config `thresholds.refer_below`) wins over the manifest's."""
+    local = cfg.thresholds.refer_below
+    return manifest.thresholds.refer_below if local is None else local
+
+
+def build_components(cfg, source: Watchdog | None = None, bundle: Path | None = None) -> Components:
+    """Everything an `edge.config.AgentConfig` describes; `source` replaces the configured one,
+    `bundle` the configured bundle folder."""
     import cv2
 
     # One OpenCV thread: the loop's resizes and decodes are small and serial, and OpenCV's
     # pool threads otherwise compete with the model's own threads during invoke (measured
     # with benchmarks/bench_agent.py --cv-threads: invoke and throughput suffer).
     cv2.setNumThreads(1)
-    manifest = load_manifest(cfg.bundle)
+    bundle = bundle or cfg.bundle
+    manifest = load_manifest(bundle)
     b = cfg.backend
-    backend, entry = load_for_manifest(cfg.bundle, manifest, backend=b.name, threads=b.threads,
+    backend, entry = load_for_manifest(bundle, manifest, backend=b.name, threads=b.threads,
                                        allow_fallback=b.allow_fallback, device=b.device)
     if source is None:
         # Decoded frames keep at least twice what preprocess and the gate shrink them to, so
@@ -56,9 +66,9 @@ def build_components(cfg, source: Watchdog | None = None) -> Components:
     o, r = cfg.outbox, cfg.result_log
     outbox = Outbox(o.path, o.max_rows, o.max_bytes, o.synchronous, o.memory_rows)
     boot = outbox.next_boot()
-    samples = SamplePool(cfg.sample, cfg.device_id, boot, manifest.labels, manifest.thresholds.refer_below,
-                         entry.sha256, manifest.postprocess.pool)
+    samples = SamplePool(cfg.sample, cfg.device_id, boot, manifest.labels, refer_below(cfg, manifest), entry.sha256,
+                         manifest.postprocess.pool)
     results = ResultLog(r.path, r.max_bytes, r.backups, o.memory_rows) if r.path else None
     publisher = Publisher(cfg.mqtt, cfg.device_id, outbox) if cfg.mqtt.url else Offline(cfg.mqtt, cfg.device_id)
-    return Components(manifest=manifest, entry=entry, backend=backend, source=source, outbox=outbox, boot=boot,
-                      samples=samples, gate=Gate(cfg.gate), stats=Stats(), results=results, publisher=publisher)
+    return Components(bundle=bundle, manifest=manifest, entry=entry, backend=backend, source=source, outbox=outbox,
+                      boot=boot, samples=samples, gate=Gate(cfg.gate), stats=Stats(), results=results, publisher=publisher)

@@ -235,6 +235,21 @@ class UIConfig(_Strict):
         return host.strip("[]") or "0.0.0.0", int(port)
 
 
+class TrustConfig(_Strict):
+    keys: list[Path] = Field(default_factory=list)  # Ed25519 public keys (PEM); empty = no updates at all
+
+
+class UpdateConfig(_Strict):
+    store: Path | None = None  # None = a `bundles/` folder beside the outbox
+    keep: int = Field(3, ge=2, le=50)
+    max_bytes: int = Field(64_000_000, ge=100_000)
+    watch_dir: Path | None = None  # a drop folder (USB stick); None = off
+
+
+class ThresholdsConfig(_Strict):
+    refer_below: float | None = Field(None, ge=0.0, le=1.0)  # None = the bundle manifest's
+
+
 class AgentConfig(_Strict):
     device_id: str = Field(default_factory=lambda: re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:64] or "edge")
     bundle: Path
@@ -246,8 +261,18 @@ class AgentConfig(_Strict):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     result_log: ResultLogConfig = Field(default_factory=ResultLogConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
+
+
+    thresholds: ThresholdsConfig = Field(default_factory=ThresholdsConfig)
+    trust: TrustConfig = Field(default_factory=TrustConfig)
+    update: UpdateConfig = Field(default_factory=UpdateConfig)
     drain_timeout_s: float = Field(10.0, ge=0)  # after a finite source ends: wait this long for PUBACKs
     max_frames: int | None = Field(None, ge=1)  # stop after this many frames (tests, benchmarks)
+
+    @property
+    def store(self) -> Path:
+        """Where installed bundles live: update.store, else `bundles/` beside the outbox."""
+        return self.update.store or self.outbox.path.parent / "bundles"
 
     @field_validator("device_id")
     @classmethod

@@ -99,7 +99,7 @@ class SampleMessage(_Msg):
     label: str
     probs: dict[str, float]
     decision: str
-    closed_by: Literal["command", "fields", "idle", "shutdown"]
+    closed_by: Literal["command", "fields", "idle", "shutdown", "model_change"]
     model_sha256: str
 
 
@@ -132,3 +132,16 @@ class StatsMessage(_Msg):
     backend: str
     source: dict
     mqtt: dict
+
+
+class EventMessage(_Msg):
+    """`event`: a bundle installed, rejected or rolled back (edge/update.py)."""
+
+    model_config = ConfigDict(extra="allow")
+    schema_: Literal[1] = Field(alias="schema")
+    type: Literal["bundle"]
+    status: Literal["installed", "rejected", "rolled_back"]
+    manifest_sha256: str | None = Field(pattern=r"^[0-9a-f]{64}$")
+    release: int | None
+    reason: str | None
+    ts: datetime

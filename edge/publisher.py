@@ -39,6 +39,7 @@ class _Link:
         self.acked = self.handed = self.rejected = self.connects = 0
         self.cmd_ok = self.cmd_bad = self.cmd_retained = 0
         self.last_error: str | None = None
+        self.chunk_limit = 0  # update.max_bytes when the box takes bundle updates (edge.commands.parse)
 
     def topic(self, name: str) -> str:
         return topic(self.cfg.prefix, self.device_id, name)
@@ -174,7 +175,7 @@ class Publisher(_Link):
             log.info("ignored retained command on %s", msg.topic)
             return
         try:
-            self.commands.append(parse(msg.topic.removeprefix(self.topic("cmd/")), msg.payload))
+            self.commands.append(parse(msg.topic.removeprefix(self.topic("cmd/")), msg.payload, self.chunk_limit))
             self.cmd_ok += 1
         except BadCommand as exc:
             self.cmd_bad += 1

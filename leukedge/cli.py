@@ -29,6 +29,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("converter.bench_cli", "reprint a bundle's validation table on any folder"),
     "agent": ("edge.agent_cli", "run the edge agent: camera -> classify -> MQTT, offline-first"),
     "demo": ("leukedge.demo", "synthetic data -> train -> convert -> agent -> MQTT, end to end"),
+    "keys": ("leukedge.keys_cli", "make an Ed25519 signing key pair for a lab"),
+    "sign": ("leukedge.sign_cli", "sign a bundle (release number, manifest.sig)"),
+    "verify": ("leukedge.verify_cli", "check a bundle's or pack's signature and every sha256"),
+    "pack": ("leukedge.pack_cli", "write a bundle as one deterministic .leukedge archive"),
+    "install": ("leukedge.install_cli", "on the box: install a pack, or roll back, through the running agent"),
+    "push": ("leukedge.push_cli", "send a pack to devices over MQTT (resumable) and wait for their events"),
+    "fleet": ("leukedge.fleet_cli", "list every device seen on the broker: online, bundle, release"),
 }
 
 
@@ -37,6 +44,7 @@ _EXTRAS = {
     "tensorflow": "train", "keras": "train", "imblearn": "train", "sklearn": "train",
     "matplotlib": "train", "tf2onnx": "train", "onnx": "train",
     "ai_edge_litert": "edge", "cv2": "edge", "paho": "edge", "prometheus_client": "edge", "picamera2": "pi",
+    "cryptography": "edge",
 }
 
 

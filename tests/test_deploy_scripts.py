@@ -156,6 +156,7 @@ def test_agent_installer_dry_run(platform, tmp_path, stub_path, bundle_dir):
     assert config.device_id == "micro-7" and config.mqtt.username == "micro-7"
     rw = unit_values(UNIT.read_text(), "ReadWritePaths")[0].split()
     assert sorted(rw) == sorted({str(config.outbox.path.parent), str(config.result_log.path.parent)})
+    assert config.store.parent == config.outbox.path.parent  # the bundle store is writable under the unit
     if platform == "pi":
         assert "python3-picamera2" in out and "libedgetpu1-std" in out
         assert "pycoral is not installed" in out

@@ -17,8 +17,8 @@ Usage: $(basename "$0") [--dry-run] [--etc DIR] [--role device|lab|bridge]
 
 Adds NAME to DIR/passwd (default DIR: /etc/mosquitto/leukedge) and its rules to DIR/acl:
   device  publish leukedge/NAME/#, read leukedge/NAME/cmd/#   (NAME = the agent's device_id)
-  lab     read leukedge/+/#, publish leukedge/+/cmd/#          (integrators, dashboards)
-  bridge  publish leukedge/+/{result,sample,status,info,stats}, read leukedge/+/cmd/#
+  lab     read leukedge/+/#, publish leukedge/+/cmd/#          (integrators, dashboards, push)
+  bridge  publish leukedge/+/{result,sample,status,info,stats,event}, read leukedge/+/cmd/#
           (on the central broker: a clinic's bridge)
 The password is read from --password-file, or generated and saved to
 DIR/secrets/NAME.password (mode 600): copy it to the device as its broker password file.
@@ -61,7 +61,7 @@ acl_rules() {
         "# clinic bridge $NAME: forwards results up, commands down" \
         "user $NAME" "topic write leukedge/+/result" "topic write leukedge/+/sample" \
         "topic write leukedge/+/status" "topic write leukedge/+/info" \
-        "topic write leukedge/+/stats" "topic read leukedge/+/cmd/#" ;;
+        "topic write leukedge/+/stats" "topic write leukedge/+/event" "topic read leukedge/+/cmd/#" ;;
     *) die "--role must be device, lab or bridge, got '$ROLE'" ;;
     esac
 }

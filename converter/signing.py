@@ -1,0 +1,103 @@
+"""The lab's side of trust: make an Ed25519 key pair, sign a bundle, keep the release counter.
+
+`sign` sets the manifest's `release` (one more than the highest this key signed, kept in
+a small file beside the key, or an explicit number), rewrites `manifest.json`, and
+writes `manifest.sig`: a detached signature over the manifest's exact bytes, which list
+every file's sha256. The box verifies with edge/trust.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from edge.bundle import MANIFEST, load_manifest
+from edge.errors import BadInput
+from edge.trust import SIGNATURE, PublicKey, fingerprint, manifest_sha256
+
+PRIVATE, PUBLIC = "signing.key", "signing.pub"
+
+
+def new_keys(out: Path) -> PublicKey:
+    """Write OUT/signing.key (mode 0600) and OUT/signing.pub; refuse to overwrite a key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    priv_path, pub_path = out / PRIVATE, out / PUBLIC
+    for p in (priv_path, pub_path):
+        if p.exists():
+            raise BadInput(f"{p}: exists; a signing key is never overwritten (choose another --out)")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    fd = os.open(priv_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    pub = key.public_key()
+    pub_path.write_bytes(pub.public_bytes(serialization.Encoding.PEM,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+    raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return PublicKey(str(pub_path), fingerprint(raw), pub)
+
+
+def load_private_key(path: Path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read signing key ({exc.strerror or exc})") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise BadInput(f"{path}: not an unencrypted PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise BadInput(f"{path}: not an Ed25519 private key")
+    return key
+
+
+def release_file(key_path: Path) -> Path:
+    """The counter beside the key: signing.key -> signing.release."""
+    return Path(key_path).with_suffix(".release")
+
+
+def _last_release(key_path: Path) -> int:
+    path = release_file(key_path)
+    if not path.exists():
+        return 0
+    try:
+        return int(path.read_text().strip())
+    except ValueError:
+        raise BadInput(f"{path}: not a release number; fix it or pass --release N") from None
+
+
+def sign(bundle: Path, key_path: Path, release: int | None = None) -> dict:
+    """Set `release`, rewrite the manifest, sign it. Returns release, manifest sha256 and fingerprint."""
+    from cryptography.hazmat.primitives import serialization
+
+    bundle = Path(bundle)
+    load_manifest(bundle)  # every file present and matching its sha256: never sign a broken bundle
+    key = load_private_key(key_path)
+    last = _last_release(key_path)
+    if release is None:
+        release = last + 1
+    elif release < 1:
+        raise BadInput(f"--release {release}: must be at least 1")
+    path = bundle / MANIFEST
+    data = json.loads(path.read_text())
+    data["release"] = release
+    text = json.dumps(data, indent=2) + "\n"
+    tmp = path.with_name(MANIFEST + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    (bundle / SIGNATURE).write_bytes(key.sign(text.encode()))
+    counter = release_file(key_path)
+    if release > last:
+        counter.write_text(f"{release}\n")
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {"release": release, "manifest_sha256": manifest_sha256(bundle), "fingerprint": fingerprint(raw)}
