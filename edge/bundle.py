@@ -19,11 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edge.errors import BadFrame, BundleError
 from edge.formats import FORMATS
 from edge.postprocess import PostProcess, postprocess  # noqa: F401 - the one post-processing rule, re-exported
+from edge.selftest import FORMAT as SELFTEST_FORMAT
 
 LABELS: tuple[str, ...] = ("Benign", "Early", "Pre", "Pro")
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-Format = Literal[(*FORMATS, "selftest")]  # edge.formats.TABLE, and selftest.npz (edge/selftest.py)
+Format = Literal[(*FORMATS, SELFTEST_FORMAT)]  # the model formats (edge.formats.TABLE) and selftest.npz
 
 
 class StainNorm(BaseModel):

@@ -8,7 +8,15 @@ import pytest
 
 from edge.backends import CANDIDATES
 from edge.bundle import FileEntry, Manifest
-from edge.formats import BACKEND_FOR, DEFAULT_FORMATS, FILE_NAMES, FORMATS, INT8_FORMATS, TABLE
+from edge.formats import (
+    BACKEND_FOR,
+    DEFAULT_FORMATS,
+    FILE_NAMES,
+    FORMATS,
+    INT8_FORMATS,
+    TABLE,
+)
+from edge.selftest import FORMAT as SELFTEST_FORMAT
 from trainer.models import ARCHS
 
 
@@ -17,7 +25,8 @@ def test_manifest_arch_literal_is_the_trainer_registry():
 
 
 def test_manifest_format_literal_is_the_format_table():
-    assert get_args(FileEntry.model_fields["format"].annotation) == FORMATS
+    """Every model format of the table, plus the one non-model artifact (the self-test data)."""
+    assert get_args(FileEntry.model_fields["format"].annotation) == (*FORMATS, SELFTEST_FORMAT)
     with pytest.raises(Exception, match="format"):
         FileEntry(path="m.tflite", format="tflite-int4", sha256="0" * 64)
 
