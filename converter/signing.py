@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from edge.bundle import MANIFEST, load_manifest
-from edge.errors import BadInput
+from edge.errors import BadInput, read_input
 from edge.trust import SIGNATURE, PublicKey, fingerprint, manifest_sha256
 
 PRIVATE, PUBLIC = "signing.key", "signing.pub"
@@ -48,10 +48,7 @@ def load_private_key(path: Path):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read signing key ({exc.strerror or exc})") from None
+    data = read_input(path, "signing key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.backends import NAMES
-from edge.errors import BadInput
+from edge.errors import BadInput, read_input
 from edge.messages import DEFAULT_PREFIX
 from edge.redact import redact_url
 
@@ -310,10 +310,7 @@ def substitute_env(value, where: str = "", env=None):
 def read_file(path: Path) -> dict:
     """Parse a YAML (.yaml/.yml) or TOML (.toml) file into a dict, or BadInput naming the file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    text = read_input(path, "config", text=True)
     try:
         if path.suffix.lower() == ".toml":
             import tomllib  # Python 3.11+; a 3.10 box reads YAML only

@@ -38,3 +38,11 @@ class BadFrame(BadInput):
 
 class BundleError(BadInput):
     """A bundle that must not be loaded: missing file, hash mismatch, label or shape disagreement."""
+
+
+def read_input(path, what: str, text: bool = False):
+    """A file from outside the kit (key, config), or one BadInput line naming it and what it is."""
+    try:
+        return path.read_text() if text else path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read {what} ({exc.strerror or exc})") from None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from edge.bundle import MANIFEST
-from edge.errors import BadInput, BundleError
+from edge.errors import BadInput, BundleError, read_input
 
 SIGNATURE = "manifest.sig"
 
@@ -38,10 +38,7 @@ def load_public_key(path: str | Path) -> PublicKey:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read public key ({exc.strerror or exc})") from None
+    data = read_input(path, "public key")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError):
