@@ -28,3 +28,18 @@ def synth_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
     generate_dataset(out, per_class=12, size=64, seed=0)
     return out
+
+
+DEFAULT_FILES = ("leukedge-outbox.sqlite", "leukedge-outbox.sqlite.lock", "leukedge-results.jsonl")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repo_root_stays_clean():
+    """No test may leave the agent's default outbox or result log in the checkout (they would be
+    someone's queued results on a real box): every test gives its own paths under tmp_path."""
+    from tests.agent_proc import ROOT
+
+    before = {n for n in DEFAULT_FILES if (ROOT / n).exists()}
+    yield
+    left = sorted(n for n in DEFAULT_FILES if (ROOT / n).exists() and n not in before)
+    assert not left, f"a test left {left} in the repository root: give it outbox/result_log paths under tmp_path"

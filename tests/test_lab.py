@@ -52,7 +52,8 @@ def test_agent_pools_each_slide_into_its_own_sample(tmp_path, broker):
     cfg = load_config(None, {
         "bundle": str(bundle), "device_id": "box1", "drain_timeout_s": 10,
         "source": {"uri": str(tmp_path / "v.avi"), "fps": meta["fps"]},
-        "mqtt": {"url": broker.url, "stats_interval_s": 0.1}, "outbox": {"path": str(tmp_path / "o.sqlite")}})
+        "mqtt": {"url": broker.url, "stats_interval_s": 0.1}, "outbox": {"path": str(tmp_path / "o.sqlite")},
+        "result_log": {"path": str(tmp_path / "results.jsonl")}})
     try:
         assert Agent(cfg).run() == 0
         for _ in range(50):
