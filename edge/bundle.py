@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edge.errors import BadFrame, BundleError
+from edge.errors import BadFrame, BundleError, first_problem
 from edge.formats import FORMATS
 from edge.postprocess import PostProcess, postprocess  # noqa: F401 - the one post-processing rule, re-exported
 from edge.selftest import FORMAT as SELFTEST_FORMAT
@@ -317,9 +317,7 @@ def parse_manifest(path: Path) -> Manifest:
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise BundleError(f"{path}: field {where}: {err['msg']}") from None
+        raise BundleError(f"{path}: field {first_problem(exc)}") from None
     if manifest.schema_version != SCHEMA_VERSION:
         raise BundleError(f"{path}: schema_version {manifest.schema_version}, this agent reads {SCHEMA_VERSION}")
     if len(manifest.labels) != len(set(manifest.labels)) or not manifest.labels:

@@ -12,6 +12,8 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge.errors import first_problem
+
 MAX_PAYLOAD = 1024
 SAMPLE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"  # opaque lab id: no spaces, no free text
 COMMANDS = ("sample/start", "sample/end", "sample/id", "bundle/chunk", "bundle/rollback")
@@ -59,9 +61,7 @@ def parse(name: str, payload: bytes, chunk_limit: int = 0) -> Command:
     try:
         body = _Payload.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "payload"
-        raise BadCommand(f"{name}: {where}: {err['msg']}") from None
+        raise BadCommand(f"{name}: {first_problem(exc, top='payload')}") from None
     if name == "sample/id" and body.sample_id is None:
         raise BadCommand("sample/id: sample_id is required")
     if name == "sample/end" and body.sample_id is not None:

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.backends import NAMES
-from edge.errors import BadInput, read_input
+from edge.errors import BadInput, first_problem, read_input
 from edge.messages import DEFAULT_PREFIX
 from edge.redact import redact_url
 
@@ -354,13 +354,7 @@ def validate(data: dict, origin: str = "config") -> AgentConfig:
     try:
         return AgentConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise BadInput(f"{origin}: field {where}: {msg}{extra}") from None
+        raise BadInput(f"{origin}: field {first_problem(exc)}") from None
 
 
 def load_config(path: Path | None = None, overrides: dict | None = None, env=None) -> AgentConfig:

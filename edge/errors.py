@@ -1,6 +1,16 @@
 """Errors that map to the command line's exit codes (docs/contracts.md: 2 bad input, 1 internal)."""
 
 
+def first_problem(exc, top: str = "(top level)") -> str:
+    """A pydantic ValidationError as one line, `field.path: message (and N more)`, the wording
+    every validated input (config, manifest, command) reports in."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or top
+    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+    extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {msg}{extra}"
+
+
 class LeukedgeError(Exception):
     """An internal failure: exit code 1."""
 

@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,12 @@ def bundle(tmp_path_factory):
     return make_small_bundle(tmp_path_factory.mktemp("bundle"))
 
 
-def leukedge(*args, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+def leukedge(*args, timeout: float = 120, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The CLI in its own process, run from an empty folder (`cwd`, else a new temporary one), so an
+    agent started without --outbox / --result-log leaves its default files there, not in the checkout."""
+    work = cwd or Path(tempfile.mkdtemp(prefix="leukedge-cli-"))
     return subprocess.run([sys.executable, "-c", CLI, *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout, env={**os.environ, **(env or {})})
+                          cwd=work, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
 def assert_refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
