@@ -12,6 +12,7 @@ import logging
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from edge import __version__
@@ -29,6 +30,12 @@ log = logging.getLogger("edge.agent")
 NO_FIELD_FRAMES = 100  # a source with no field after this many frames gets its rejections explained
 
 
+def frame_sha256(file: bytes | None, rgb) -> str:
+    """frame.sha256: over the image file's bytes when the frame came from one (what `sha256sum`
+    says of it), else over the RGB pixels as received (a camera)."""
+    return hashlib.sha256(file if file is not None else rgb.data if rgb.flags.c_contiguous else rgb.tobytes()).hexdigest()
+
+
 class Agent:
     def __init__(self, config, source=None):
         self.cfg = config
@@ -40,6 +47,7 @@ class Agent:
         self.seq = 0
         self.station = None  # edge.station.Station after start(): page, health, systemd notify
         self._bad_log = LimitedLog(log)
+        self._hasher: ThreadPoolExecutor | None = None  # start(): hashes raw frames beside the model
         self._no_field_said = False
 
     # ------------------------------------------------------------------ the loop
@@ -90,13 +98,17 @@ class Agent:
             self.station.on_frame(rgb, verdict)
         if not verdict.accept:
             return None
+        # The raw-frame hash (3.7 MB at 1280x960: ~2.8 ms) runs beside preprocessing and the
+        # model: hashlib releases the GIL, and the answer does not wait for it.
+        digest = self._hasher.submit(frame_sha256, None, rgb) if frame.file is None else None
         with st.stage("pre"):
             x = preprocess(rgb, p.manifest.input)
         with st.stage("invoke"):  # all TTA passes and the manifest's post-processing
             probs = classify(p.backend.infer, x, p.manifest.postprocess)
         self.seq += 1
         st.time("total", _ms_since(t0))
-        result = self.build_result(rgb, verdict.focus, probs, frame.file,
+        sha = digest.result() if digest is not None else frame_sha256(frame.file, rgb)
+        result = self.build_result(rgb, verdict.focus, probs, sha,
                                    pre=st.last["pre"], invoke=st.last["invoke"], total=st.last["total"])
         self.emit("result", result)
         self.emit("sample", p.samples.add(self.seq, probs))
@@ -139,17 +151,16 @@ class Agent:
         if up:
             up.start()
         self._next_stats = time.monotonic() + cfg.mqtt.stats_interval_s
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="frame-hash")
         log.info("agent %s: %s on %s, source %s, mqtt %s, outbox backlog %d", cfg.device_id, p.entry.path,
                  p.backend.name, cfg.source.safe_uri, cfg.mqtt.safe_url, p.outbox.rows)
         self.station = Station.start(self)
 
-    def build_result(self, rgb, focus: float, probs, file: bytes | None = None, **latency) -> dict:
-        """The result message. frame.sha256: over the image file's bytes when the frame came from one
-        (what `sha256sum` says of it), else over the RGB pixels as received."""
+    def build_result(self, rgb, focus: float, probs, sha256: str | None = None, **latency) -> dict:
+        """The result message; frame.sha256 as `frame_sha256` gives it (of the pixels when not given)."""
         p = self.parts
         m, field = p.manifest, p.samples.field_number()  # may open a sample: first
-        hashed = file if file is not None else rgb.data if rgb.flags.c_contiguous else rgb.tobytes()
-        frame = {"sha256": hashlib.sha256(hashed).hexdigest(),
+        frame = {"sha256": sha256 or frame_sha256(None, rgb),
                  "w": int(rgb.shape[1]), "h": int(rgb.shape[0]), "focus": round(focus, 4)}
         return result_payload(
             msg_id=f"{self.cfg.device_id}-{p.boot}-{self.seq}", seq=self.seq, sample_id=p.samples.sample_id,
@@ -252,6 +263,7 @@ class Agent:
     def shutdown(self) -> None:
         """Close the open sample, wait (bounded) for the backlog to be acknowledged, say `offline`."""
         p = self.parts
+        self._hasher.shutdown()
         if self.station is not None:
             self.station.stop()
         if not p.stats.fields and p.stats.frames:

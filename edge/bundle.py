@@ -140,14 +140,15 @@ def center_square(frame: np.ndarray, multiple: int = 1) -> np.ndarray:
 def preprocess(frame: np.ndarray, spec: InputSpec | int = 224) -> np.ndarray:
     """Frame (HxWx3 uint8 RGB, any size) -> model input (spec.height x spec.width x 3 uint8).
 
-    Centre square crop, then cv2.INTER_AREA down to the model size in two steps: first
-    an area shrink by the largest whole factor that stays at or above the model size
-    (OpenCV's fast integer INTER_AREA path: a 1280x960 frame costs a quarter of a
-    direct resize), then a small INTER_AREA resize for the rest (960 -> 240 -> 224).
+    Centre square crop, then down to the model size in two steps: an area shrink by the
+    largest whole factor that stays at or above the model size (`area_shrink`), then one
+    small bilinear resize for the rest, a ratio under 2 (1280x960: 960 -> 240 -> 224).
     The square's side is trimmed to a multiple of that factor (at most factor - 1
     pixels, so the field of view is the same square to within a pixel or two). Then
     the manifest's stain normalisation if any. No scaling to floats: that is a
-    layer inside the model.
+    layer inside the model. Speed (one OpenCV thread, 1280x960): 0.7 ms against 2.9 ms
+    for one INTER_AREA by 4 and an INTER_AREA finish (OpenCV's area resize is fast only
+    for a factor of 2, and slow for a ratio that is not whole).
     """
     import cv2
 
@@ -155,17 +156,29 @@ def preprocess(frame: np.ndarray, spec: InputSpec | int = 224) -> np.ndarray:
         spec = InputSpec(height=spec, width=spec)
     rgb = as_rgb_uint8(frame)
     factor = max(1, min(rgb.shape[:2]) // max(spec.height, spec.width))
-    rgb = center_square(rgb, factor)
-    if factor > 1:
-        side = rgb.shape[0] // factor
-        rgb = cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA)
+    rgb = area_shrink(center_square(rgb, factor), factor)
     if rgb.shape[0] != spec.height or rgb.shape[1] != spec.width:
-        rgb = cv2.resize(rgb, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
+        rgb = cv2.resize(rgb, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
     if spec.stain_norm.method != "none":
         from edge import stain  # edge.stain imports StainNorm from here
 
         rgb = stain.normalize(rgb, spec.stain_norm)
     return np.ascontiguousarray(rgb)
+
+
+def area_shrink(img: np.ndarray, factor: int) -> np.ndarray:
+    """Box-average `img` (grey or RGB) by a whole factor; rows and columns past a multiple
+    of it are dropped. Halves while the factor is even (OpenCV's SIMD path for 2x is
+    about three times faster than one 4x INTER_AREA and agrees with it to one grey level),
+    then one INTER_AREA for an odd rest. The gate's analysis copy and `preprocess` use it."""
+    import cv2
+
+    while factor > 1:
+        step = 2 if factor % 2 == 0 else factor
+        h, w = img.shape[0] // step, img.shape[1] // step
+        img = cv2.resize(img[: h * step, : w * step], (w, h), interpolation=cv2.INTER_AREA)
+        factor //= step
+    return img
 
 
 def check_header(data: bytes, max_pixels: int) -> None:

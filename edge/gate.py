@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from edge.bundle import area_shrink
+
 REASONS = ("moving", "settling", "blank", "blurred", "same_field", "skipped")
 MIN_ROWS = 8  # the analysis copy keeps at least this many pixels on its short side
 
@@ -44,7 +46,7 @@ class Gate:
         self.best_focus = 0.0  # sharpest frame measured: a hint for focus_threshold
 
     def _small_grey(self, rgb: np.ndarray) -> np.ndarray:
-        """Grey, shrunk by a whole factor towards `analysis_width` (OpenCV's fast INTER_AREA path).
+        """Grey, shrunk by a whole factor towards `analysis_width` (edge.bundle.area_shrink).
 
         The factor never leaves the short side under MIN_ROWS, so a panorama-shaped frame
         (60000x20) shrinks less instead of to nothing.
@@ -53,10 +55,7 @@ class Gate:
 
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         f = max(1, min(round(grey.shape[1] / self.cfg.analysis_width), min(grey.shape) // MIN_ROWS))
-        if f == 1:
-            return grey
-        h, w = grey.shape[0] // f, grey.shape[1] // f
-        return cv2.resize(grey[: h * f, : w * f], (w, h), interpolation=cv2.INTER_AREA)
+        return area_shrink(grey, f)
 
     @staticmethod
     def focus_of(grey: np.ndarray) -> tuple[float, float]:

@@ -29,11 +29,13 @@ def test_two_step_resize_matches_the_direct_resize(w, h):
 
 
 def test_whole_factor_step_is_a_block_mean():
-    """A square that is an exact multiple of the model size is averaged in whole blocks, nothing else."""
+    """A square that is an exact multiple of the model size is averaged in whole blocks, nothing else
+    (two 2x halvings: each rounds to the nearest level, so within one level of the exact mean)."""
     frame = np.random.default_rng(0).integers(0, 256, (896, 1000, 3), dtype=np.uint8)
     square = frame[:, 52:948].astype(float)
     blocks = square.reshape(224, 4, 224, 4, 3).mean(axis=(1, 3))
-    assert np.abs(preprocess(frame, 224) - blocks).max() <= 0.5 + 1e-9
+    err = np.abs(preprocess(frame, 224) - blocks)
+    assert err.max() <= 1.0 + 1e-9 and err.mean() < 0.35
 
 
 def test_field_of_view_is_the_whole_centre_square():
