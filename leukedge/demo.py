@@ -28,11 +28,18 @@ from leukedge.localbroker import Broker, free_port, mosquitto_available
 DEVICE = "demo-scope"  # the demo agent's device id
 PAGE_LINGER_S = 30  # the station page stays up this long after the video when a person is watching
 # Each model's demo recipe (input size, epochs, extra `leukedge train` flags); one place to tune
-# them. MobileNetV2 from random weights does not yet learn within the demo's budget (see README).
+# them. The custom CNN at half width trains about twice as fast as at full width on 2 cores (148
+# against 308 s for 20 epochs). MobileNetV2 from random weights does not learn these fields within
+# any CPU budget tried (chance to 52 % after 12-30 epochs at 64-128 px, see README), so it gets a
+# short run that shows the path and the gate keeping it off the box.
 RECIPES = {
-    "custom_cnn": {"size": 64, "epochs": 20, "args": []},
-    "mobilenetv2": {"size": 64, "epochs": 20, "args": ["--alpha", "0.35", "--weights", "none"]},
+    "custom_cnn": {"size": 64, "epochs": 20, "args": ["--width", "0.5"]},
+    "mobilenetv2": {"size": 64, "epochs": 4, "args": ["--alpha", "0.35", "--weights", "none"]},
 }
+# The int8 gate's allowance here: the demo's test split has 60 images, so one image is 1.67
+# points; the default 0.5 would refuse a model for one image flipping. Real splits of hundreds
+# of images keep the default.
+DEMO_MAX_DROP = "2.0"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         _step(f"{2 + i}/5 train {arch} ({epochs} epochs at {size} px) and convert it")
         _cli(["train", "--data", str(data), "--arch", arch, "--out", str(run_dir), "--img-size", str(size),
               "--epochs", str(epochs), "--seed", str(args.seed), *recipe["args"]])
-        rc = _cli(["convert", str(run_dir), "--out", str(bundle), "--calib", "200"], allow=(2,))
+        rc = _cli(["convert", str(run_dir), "--out", str(bundle), "--calib", "200", "--max-drop", DEMO_MAX_DROP],
+                  allow=(2,))
         if rc == 0:
             bundles[arch] = bundle
         else:
