@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None,
                    help="model input size in px for both models (default: each model's recipe, 64)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="training epochs for both models (default: each model's recipe, 20)")
+                   help="training epochs for both models (default: each model's recipe, 20 and 4)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, split and training")
     p.add_argument("--offline", action="store_true", help="skip the broker even when mosquitto is installed")
     p.add_argument("--serve", action="store_true",
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def choose_deployed(bundles: dict[str, Path], reports: dict[str, dict]) -> str:
-    """The model the agent runs: the first of RECIPES' order (MobileNetV2, the paper's model, first)
+    """The model the agent runs: the first in PREFERENCE (MobileNetV2, the paper's model, first)
     that passed the int8 gate and beats the colour baseline on the test split. A model that a
     colour-statistics classifier outdoes has learnt nothing a clinic could use, however small its
     int8 drop; if none qualifies the demo stops rather than show such a model's answers."""
