@@ -22,7 +22,7 @@ def test_recipe_presets_and_explicit_flags_override():
     from trainer.train_cli import config_from
 
     cfg = config_from(_parse(["--recipe", "quick"]))
-    assert (cfg.epochs, cfg.patience, cfg.recipe) == (14, 5, "quick")
+    assert (cfg.epochs, cfg.patience, cfg.bn_recal_images, cfg.recipe) == (14, 5, 128, "quick")
     cfg = config_from(_parse(["--recipe", "quick", "--epochs", "3", "--patience", "9", "--cnn-depth", "1"]))
     assert (cfg.epochs, cfg.patience, cfg.recipe, cfg.cnn_depth) == (3, 9, "quick", 1)
     cfg = config_from(_parse([]))
