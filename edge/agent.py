@@ -33,7 +33,8 @@ NO_FIELD_FRAMES = 100  # a source with no field after this many frames gets its 
 def frame_sha256(file: bytes | None, rgb) -> str:
     """frame.sha256: over the image file's bytes when the frame came from one (what `sha256sum`
     says of it), else over the RGB pixels as received (a camera)."""
-    return hashlib.sha256(file if file is not None else rgb.data if rgb.flags.c_contiguous else rgb.tobytes()).hexdigest()
+    data = file if file is not None else rgb.data if rgb.flags.c_contiguous else rgb.tobytes()
+    return hashlib.sha256(data).hexdigest()
 
 
 class Agent:

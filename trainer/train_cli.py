@@ -66,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="augmentation threads (default: 1 on a CPU-only box, 2 with a GPU)")
     parser.add_argument("--recipe", choices=tuple(RECIPES),
                         help="preset: full (the defaults here, for GPUs) or quick (14 epochs, patience 5, "
-                             "128 BN recalibration images: a from-scratch model on a 2-core CPU in under an hour); explicit flags override it "
-                             f"({_d('recipe')})")
+                             "128 BN recalibration images: a from-scratch model on a 2-core CPU in under an hour); "
+                             f"explicit flags override it ({_d('recipe')})")
     parser.add_argument("--cnn-depth", type=int, choices=(1, 2),
                         help=f"custom CNN convolutions per block after the first; 1 is the paper's design "
                              f"({_d('cnn_depth')})")
