@@ -7,7 +7,7 @@ epochs (98.5-98.9 % from epoch 6 on; 14 epochs took 35.7 min on 2 cores), so 14 
 with early stopping after 5 idle ones keeps a run under an hour there. It also recomputes the
 batch-norm statistics before each validation from 128 training images instead of 512: that
 pass runs eagerly, and for MobileNetV2 at 224 px on 2 cores it took 34.9 s per epoch with 512
-images and 12.4 s with 128 (about 5 of the 35.7 minutes over 14 epochs), while validation
+images and 12.4 s with 128 (on a box that trained it at about 6 img/s that day), while validation
 accuracy after recalibrating from 32, 64, 128 or all 280 training images of the demo's set
 agreed within one image of 60 (docs/trainer.md).
 """
