@@ -27,12 +27,11 @@ def bundle(tmp_path_factory):
     return make_small_bundle(tmp_path_factory.mktemp("bundle"))
 
 
-def leukedge(*args, timeout: float = 120, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """The CLI in its own process, run from an empty folder (`cwd`, else a new temporary one), so an
-    agent started without --outbox / --result-log leaves its default files there, not in the checkout."""
-    work = cwd or Path(tempfile.mkdtemp(prefix="leukedge-cli-"))
+def leukedge(*args, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The CLI in its own process, run from a new empty folder, so an agent started without
+    --outbox / --result-log leaves its default files there, not in the checkout."""
     return subprocess.run([sys.executable, "-c", CLI, *map(str, args)], capture_output=True, text=True,
-                          cwd=work, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                          cwd=tempfile.mkdtemp(prefix="leukedge-cli-"), timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
 
 
 def assert_refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
