@@ -65,7 +65,14 @@ def browser():
 
 
 def text(driver, element_id: str) -> str:
-    return driver.find_element("id", element_id).text
+    return css_text(driver, "#" + element_id)
+
+
+def css_text(driver, selector: str) -> str:
+    """The element's visible text read in one script call: the page re-renders its panels every poll,
+    so a found element can go stale before `.text` reads it."""
+    return driver.execute_script("const e = document.querySelector(arguments[0]);"
+                                 "return e ? e.innerText : '';", selector)
 
 
 def until(driver, predicate, timeout: float = 30.0, what: str = ""):
@@ -182,8 +189,7 @@ def test_lan_page_asks_for_the_password(tmp_path, bundle, video, browser):
         browser.get(url)  # no credentials: the browser gets the 401 (headless: no prompt), not the page
         assert not browser.find_elements("id", "sample-input") and "Screening aid" not in browser.page_source
         browser.get(url.replace("://", "://tech:s3cret-station@"))
-        until(browser, lambda d: d.find_elements("css selector", "#warnings .w-insecure"), 30, "no page")
-        assert "without HTTPS" in browser.find_element("css selector", "#warnings .w-insecure").text
+        until(browser, lambda d: "without HTTPS" in css_text(d, "#warnings .w-insecure"), 30, "no warning")
         # a browser without Server-Sent Events still follows the agent, by polling /api/state
         browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": "delete window.EventSource;"})
         browser.get(url.replace("://", "://tech:s3cret-station@"))
