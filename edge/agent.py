@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from edge import __version__
-from edge.bundle import as_rgb_uint8, preprocess
+from edge.bundle import as_rgb_uint8, frame_min_side, preprocess, reduce_frame
 from edge.components import Components, build_components, refer_below
 from edge.errors import BadFrame
 from edge.loglimit import LimitedLog
@@ -91,7 +91,8 @@ class Agent:
         t0 = time.perf_counter()
         try:
             with st.stage("gate"):
-                rgb = as_rgb_uint8(frame.image, self.cfg.source.max_pixels)
+                raw = as_rgb_uint8(frame.image, self.cfg.source.max_pixels)
+                rgb = reduce_frame(raw, frame_min_side(p.manifest.input, self.cfg.gate.analysis_width))
                 verdict = p.gate.check(rgb, still=frame.still)
         except BadFrame as exc:
             return self._bad_frame(frame.name, exc)
@@ -101,7 +102,7 @@ class Agent:
             return None
         # The frame's hash (a raw 1280x960 frame: 3.7 MB, ~2.8 ms) runs beside preprocessing and
         # the model: hashlib releases the GIL, and the answer does not wait for it.
-        digest = self._hasher.submit(frame_sha256, frame.file, rgb)
+        digest = self._hasher.submit(frame_sha256, frame.file, raw)
         with st.stage("pre"):
             x = preprocess(rgb, p.manifest.input)
         with st.stage("invoke"):  # all TTA passes and the manifest's post-processing

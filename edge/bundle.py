@@ -232,7 +232,33 @@ def jpeg_reduction(data: bytes, min_side: int) -> int:
                 side = min(im.size)
         except Exception:  # noqa: BLE001 - any parse failure: decode in full, the decoder decides
             return 1
-    return next((k for k in (8, 4, 2) if side // k >= min_side), 1)
+    return reduction(side, min_side)
+
+
+def reduction(side: int, min_side: int) -> int:
+    """1, 2, 4 or 8: the largest that keeps a short side of `side` at or above `min_side`."""
+    return next((k for k in (8, 4, 2) if min_side > 0 and side // k >= min_side), 1)
+
+
+def frame_min_side(spec: InputSpec, analysis_width: int) -> int:
+    """How small a frame may be reduced before the gate and preprocess: the model input and
+    the gate's analysis copy both still come from whole pixels of it."""
+    return max(spec.height, spec.width, analysis_width)
+
+
+def reduce_frame(rgb: np.ndarray, min_side: int) -> np.ndarray:
+    """A raw frame box-averaged by 2, 4 or 8 (2x halvings, `area_shrink`), its short side
+    kept >= `min_side`: what libjpeg's reduced decoding does for a large JPEG, so camera
+    frames and files reach the gate and `preprocess` alike, and those then work on a
+    sixteenth of the pixels (1280x960: 1.6 -> 0.7 ms, docs/edge.md). The first rows and
+    columns are dropped (< k) so that the blocks line up with `preprocess`'s centre square:
+    for a 224 px model the input is the one the full frame gives, pixel for pixel."""
+    k = reduction(min(rgb.shape[:2]), min_side)
+    if k == 1:
+        return rgb
+    h, w = rgb.shape[:2]
+    side = min(h, w) - min(h, w) % k
+    return area_shrink(rgb[(h - side) // 2 % k:, (w - side) // 2 % k:], k)
 
 
 _REDUCED = {2: "IMREAD_REDUCED_COLOR_2", 4: "IMREAD_REDUCED_COLOR_4", 8: "IMREAD_REDUCED_COLOR_8"}

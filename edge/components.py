@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.backends import Backend, load_for_manifest
-from edge.bundle import FileEntry, Manifest, load_manifest
+from edge.bundle import FileEntry, Manifest, frame_min_side, load_manifest
 from edge.gate import Gate
 from edge.outbox import Outbox
 from edge.publisher import Offline, Publisher
@@ -63,8 +63,7 @@ def build_components(cfg, source: Watchdog | None = None, bundle: Path | None = 
         # than the model input and the gate's copy need: a 1280x960 file at 320x240 for a 224 px
         # model, 2.2 against 3.8 ms for a full decode; preprocess's output then differs from the
         # full decode's by 0.34 grey levels on average (docs/edge.md).
-        spec = manifest.input
-        source = open_watchdog(cfg.source, min_side=max(spec.height, spec.width, cfg.gate.analysis_width))
+        source = open_watchdog(cfg.source, min_side=frame_min_side(manifest.input, cfg.gate.analysis_width))
     o, r = cfg.outbox, cfg.result_log
     outbox = Outbox(o.path, o.max_rows, o.max_bytes, o.synchronous, o.memory_rows)
     boot = outbox.next_boot()

@@ -277,8 +277,9 @@ def test_preprocessing_parity_with_trainer_and_converter(tmp_path, bundle):
 
 def test_frame_sha256_is_the_files_own_and_large_jpegs_decode_reduced(tmp_path, bundle):
     """Folder frames: frame.sha256 == sha256sum of the file; a 1280x960 JPEG decodes at 320x240 (the
-    bundle's 64 px input and the gate's 160 px analysis copy need a short side of 160), a PNG in full.
-    Frames handed over as arrays (a camera) are hashed over their RGB pixels."""
+    bundle's 64 px input and the gate's 160 px analysis copy need a short side of 160), a PNG decodes
+    in full and is then reduced alike. Frames handed over as arrays (a camera) are hashed over their
+    RGB pixels as received, and reduced like the files."""
     import hashlib
 
     from trainer.synth.fields import render_field
@@ -297,7 +298,7 @@ def test_frame_sha256_is_the_files_own_and_large_jpegs_decode_reduced(tmp_path, 
     frames = [r["frame"] for r in results if r["type"] == "result"]
     files = sorted(folder.iterdir())
     assert [f["sha256"] for f in frames] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
-    assert [(f["w"], f["h"]) for f in frames] == [(320, 240), (320, 240), (1280, 960)]
+    assert [(f["w"], f["h"]) for f in frames] == [(320, 240)] * 3
     agent.start()
     rgb = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     probs = np.full(4, 0.25, np.float32)
@@ -308,6 +309,7 @@ def test_frame_sha256_is_the_files_own_and_large_jpegs_decode_reduced(tmp_path, 
     got = [agent.process(Frame(image, i, f"cam#{i}", 0.0, True)) for i, image in enumerate(camera)]
     # hashed in the agent's hash thread, beside the model
     assert [r["frame"]["sha256"] for r in got] == [hashlib.sha256(c.tobytes()).hexdigest() for c in camera]
+    assert [(r["frame"]["w"], r["frame"]["h"]) for r in got] == [(320, 240)] * 2
     agent.shutdown()
 
 

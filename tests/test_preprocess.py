@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.bundle import InputSpec, decode_image, jpeg_reduction, preprocess
+from edge.bundle import InputSpec, decode_image, jpeg_reduction, preprocess, reduce_frame
 from edge.errors import BadFrame
 from trainer.synth.fields import render_field
 
@@ -88,3 +88,16 @@ def test_reduced_decoding_leaves_other_images_alone():
     assert jpeg_reduction(b"\xff\xd8 not a jpeg", 100) == 1
     with pytest.raises(BadFrame, match="not a decodable"):
         decode_image(b"\xff\xd8 not a jpeg", "t", min_side=100)
+
+
+@pytest.mark.parametrize("size", [(1280, 960), (1920, 1080), (640, 480), (1283, 967)])
+def test_reduced_camera_frames_give_the_same_model_input(size):
+    """A raw frame is box-averaged by 2, 4 or 8 before the gate, as a large JPEG is decoded, its
+    blocks lined up with preprocess's centre square: the model input is the full frame's."""
+    field = cv2.resize(render_field(np.random.default_rng(3), "Pro", 480), size)
+    small = reduce_frame(field, 224)
+    k = {960: 4, 1080: 4, 480: 2, 967: 4}[size[1]]
+    assert abs(small.shape[0] - size[1] / k) < 1 and abs(small.shape[1] - size[0] / k) < 1
+    np.testing.assert_array_equal(preprocess(small, 224), preprocess(field, 224))
+    under_twice = field[:400, :400]
+    assert reduce_frame(under_twice, 224) is under_twice  # 400 // 2 < 224: left as it is
