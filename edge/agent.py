@@ -217,6 +217,7 @@ class Agent:
         s.labels, s.refer_below, s.model_sha256 = p.manifest.labels, refer_below(self.cfg, p.manifest), p.entry.sha256
         s.pooling = p.manifest.postprocess.pool
         old.close()
+        p.source.set_min_side(frame_min_side(p.manifest.input, self.cfg.gate.analysis_width))
         event = self.updater.commit(ready)
         p.publisher.set_info(self.info())
         self.emit("event", event)

@@ -188,6 +188,22 @@ def test_gate_continuous_and_blank():
 # --------------------------------------------------------------------------- sources
 
 
+def test_folder_source_decodes_as_small_as_the_running_bundle_allows(tmp_path):
+    """A new bundle with a larger input raises the reduced-decoding floor (Agent.switch_bundle), and a
+    reopened source keeps the new floor: no model is fed an upscaled quarter-size decode."""
+    from edge.config import SourceConfig
+    from edge.sources import open_watchdog
+
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"f{i}.jpg"), np.random.default_rng(i).integers(0, 256, (720, 1280, 3), np.uint8))
+    wd = open_watchdog(SourceConfig(uri=str(tmp_path), loop=True), min_side=64)
+    assert wd.read().image.shape == (90, 160, 3)  # 1/8: 90 >= 64
+    wd.set_min_side(96)  # a 96 px model now runs
+    assert wd.read().image.shape == (180, 320, 3)  # 1/4
+    assert wd.read() is None  # end of the folder: reopened (loop), by the factory
+    assert wd.read().image.shape == (180, 320, 3) and wd.reopens >= 1
+
+
 def test_folder_source_counts_bad_files_and_loops(tmp_path):
     cv2.imwrite(str(tmp_path / "a.jpg"), np.full((40, 50, 3), 100, np.uint8))
     (tmp_path / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")

@@ -42,7 +42,9 @@ def make_source(uri: str, width: int | None = None, height: int | None = None, s
 def open_watchdog(cfg, min_side: int = 0) -> Watchdog:
     """A Watchdog over the source described by an edge.config.SourceConfig, opened."""
     wd = cfg.watchdog
-    return Watchdog(
-        lambda: make_source(cfg.uri, cfg.width, cfg.height, wd.stall_s, cfg.max_pixels, min_side),
+    dog = Watchdog(
+        lambda: make_source(cfg.uri, cfg.width, cfg.height, wd.stall_s, cfg.max_pixels, dog.min_side),
         loop=cfg.loop, fps=cfg.fps, backoff_initial_s=wd.backoff_initial_s, backoff_max_s=wd.backoff_max_s,
-    ).open()
+    )
+    dog.set_min_side(min_side)
+    return dog.open()

@@ -33,6 +33,14 @@ class Watchdog:
         self.broken: str | None = None  # why a finite source ended before its end
         self._next_try = 0.0
         self._next_frame = 0.0
+        self.min_side = 0  # how small a source may decode a large image (set_min_side)
+
+    def set_min_side(self, min_side: int) -> None:
+        """How small the source may decode a large image file (edge.bundle.frame_min_side): set at
+        start and again when a new bundle's input size changes it; the next reopen keeps it."""
+        self.min_side = min_side
+        if hasattr(self.src, "min_side"):
+            self.src.min_side = min_side
 
     def open(self) -> "Watchdog":
         """First open: a finite source that cannot open is a usage error (raised); a live one is retried."""
