@@ -23,6 +23,8 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=200)
     parser.add_argument("--labels", type=int, default=10, help="labelled fields per class for fine-tuning")
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--look", default="all", help="synthetic look: all (real-scale fields) or closeup "
+                        "(twice the magnification: cells a tiny input can resolve)")
     parser.add_argument("--pretrain-epochs", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch", type=int, default=64)
@@ -35,7 +37,7 @@ def main() -> None:
 
     root = args.out or Path(tempfile.mkdtemp(prefix="bench-ssl-"))
     data = root / "all"
-    generate_dataset(data, per_class=args.per_class, size=args.size, seed=0, progress=False)
+    generate_dataset(data, per_class=args.per_class, size=args.size, seed=0, progress=False, look=args.look)
     few, rest = root / "few", root / "rest"
     for folder in sorted((data / "Original").iterdir()):
         files = sorted(folder.iterdir())

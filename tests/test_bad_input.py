@@ -68,7 +68,9 @@ def test_bad_frames_are_skipped_and_counted(tmp_path, bundle):
     assert skipped == {name: why for name, why in expected.items() if why}, log
     results = [json.loads(line) for line in (work / "results.jsonl").read_text().splitlines()]
     sizes = sorted((r["frame"]["w"], r["frame"]["h"]) for r in results if r["type"] == "result")
-    assert sizes == [(96, 96)] * 4 + [(875, 875)]  # 3 good, RGBA without alpha, 7k JPEG decoded at 1/8
+    # 3 good, RGBA without alpha, and a 7k JPEG: decoded at 1/8 (875), then box-averaged by 4 (the 96 px
+    # model and the gate's 160 px analysis copy need a short side of 160)
+    assert sizes == [(96, 96)] * 4 + [(218, 218)]
     final = re.findall(r"stats: .* (\d+) fields, .* bad frames (\d+)", log)[-1]
     assert tuple(map(int, final)) == (5, 7)
     print(f"\n[bad frames] skipped {skipped}; classified {len(sizes)}")
