@@ -12,7 +12,7 @@ def first_problem(exc, top: str = "(top level)") -> str:
 
 
 class LeukedgeError(Exception):
-    """An internal failure: exit code 1."""
+    """A failure that is not the user's input (a demo step, an export the runtime refused): exit code 1."""
 
     exit_code = 1
 

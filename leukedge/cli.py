@@ -5,7 +5,7 @@ loads TensorFlow. Each command module provides `add_arguments(parser)` (cheap im
 only) and `run(args) -> int`.
 
 Exit codes (docs/contracts.md): 0 success, 2 bad input or usage (one line naming what is
-wrong), 1 internal error.
+wrong), 1 a failure the kit names (one `error:` line, such as a demo step) or an internal error.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 
-from edge.errors import BadInput, LeukedgeError
+from edge.errors import LeukedgeError
 from leukedge import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
-    except BadInput as exc:
+    except LeukedgeError as exc:  # bad input (2) or a failure the kit names, such as a demo step (1)
         print(f"leukedge {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except ModuleNotFoundError as exc:
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"leukedge {args.command}: internal error: {type(exc).__name__}: {exc} (rerun with -v)", file=sys.stderr)
-        return exc.exit_code if isinstance(exc, LeukedgeError) else 1
+        return 1
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -43,3 +43,19 @@ def test_usage_errors_exit_2(capsys):
 def test_version(capsys):
     assert main(["--version"]) == 0
     assert "leukedge" in capsys.readouterr().out
+
+
+def test_a_named_failure_is_one_error_line_not_an_internal_error(tmp_path, monkeypatch, capsys):
+    """The demo with nothing fit to deploy (or a failed step) exits 1 with the kit's own message."""
+    from edge.errors import LeukedgeError
+
+    def nothing_to_deploy(args):
+        raise LeukedgeError("no model both passed the int8 gate and beat the colour baseline; nothing to deploy")
+
+    monkeypatch.setattr("leukedge.demo.run", nothing_to_deploy)
+    assert main(["demo", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("leukedge demo: error: no model both passed") and "internal error" not in err
+    monkeypatch.setattr("leukedge.demo.run", lambda args: {}["bug"])
+    assert main(["demo", "--out", str(tmp_path)]) == 1
+    assert "leukedge demo: internal error: KeyError" in capsys.readouterr().err
