@@ -78,3 +78,25 @@ def test_vicreg_pretraining_beats_random_init_with_few_labels(tmp_path):
           f"{r['random init']}, VICReg {r['VICReg']} (n={r['n']}), {pre['img_per_s']} img/s")
     assert pre["knn_accuracy"] > pre["knn_accuracy_random_init"] + 0.03  # the features learned cells, no labels
     assert r["gain"] >= 0.08, r
+
+
+@pytest.mark.slow
+def test_saved_mobilenet_backbone_has_calibrated_batch_norm(tmp_path):
+    """MobileNetV2's BN momentum is 0.999: after a short pretraining its moving statistics are still
+    the initial ones and every image gets the same inference-mode features, so the fine-tune (BN
+    frozen in inference mode) would start from nothing. The saved backbone is recalibrated."""
+    import keras
+
+    from tests.bundle_factory import small_dataset
+    from trainer.models import build
+    from trainer.pretrain import PretrainConfig, pretrain
+
+    data = small_dataset(16, 64, 0)
+    pre = pretrain(PretrainConfig(data=str(data), out=str(tmp_path / "pre"), arch="mobilenetv2", img_size=64,
+                                  alpha=0.35, epochs=1, batch=32, proj_dim=32, verbose=0))
+    model, _ = build("mobilenetv2", 64, 4, alpha=0.35, weights=pre["weights"])
+    from trainer.data import load_images, scan
+
+    x = load_images(scan(data, "Original").items, 64, progress=False)[0]
+    features = np.asarray(keras.Model(model.inputs, model.get_layer("pool").output).predict(x, verbose=0))
+    assert (features.std(axis=0) > 1e-4).mean() > 0.5, "inference-mode features do not depend on the image"

@@ -28,6 +28,7 @@ from edge.errors import BadInput
 
 WEIGHTS = "backbone.weights.h5"
 LAMBDA, MU, NU = 25.0, 25.0, 1.0  # VICReg's invariance, variance, covariance weights
+BN_RECAL_IMAGES = 512  # as train's --bn-recal-images default
 
 
 @dataclass
@@ -149,6 +150,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     """Run VICReg; write PRE/backbone.weights.h5, pretrain_report.json, pretrain_loss.png; return the report."""
     import keras
 
+    from trainer.train import recalibrate_bn
+
     start = time.perf_counter()
     out = Path(cfg.out)
     if not Path(cfg.data).is_dir():
@@ -159,6 +162,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
     keras.utils.set_random_seed(cfg.seed)
     x, y, n_lab = load_pool(cfg)
     encoder, saved = build_encoder(cfg)
+    # Batch-norm moving statistics lag far behind the weights (MobileNetV2's momentum is 0.999):
+    # without recalibration its inference-mode features are the same for every image, and the
+    # fine-tune, whose BN layers stay frozen in inference mode, starts from nothing.
+    rng = np.random.default_rng(cfg.seed)
+    recal = x[rng.permutation(len(x))[:BN_RECAL_IMAGES]]
+    recalibrate_bn(encoder, recal, cfg.batch)
     knn_before = knn_accuracy(encoder, x[:n_lab], y, cfg.batch, cfg.seed)
     proj = keras.Sequential([keras.layers.Dense(cfg.proj_dim), keras.layers.BatchNormalization(), keras.layers.ReLU(),
                              keras.layers.Dense(cfg.proj_dim), keras.layers.BatchNormalization(), keras.layers.ReLU(),
@@ -174,7 +183,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
     ssl.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=vicreg_loss,
                 jit_compile=_jit_compile())  # no XLA for TensorFlow on CPU: it compiles for minutes
-    rng = np.random.default_rng(cfg.seed)
     history, seconds = [], []
     for epoch in range(cfg.epochs):
         order = rng.permutation(len(x))
@@ -187,6 +195,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         history.append(float(np.mean(losses)))
         if cfg.verbose:
             print(f"epoch {epoch + 1}/{cfg.epochs}: VICReg loss {history[-1]:.4f} ({seconds[-1]:.1f} s)")
+    recalibrate_bn(encoder, recal, cfg.batch)
     weights = out / WEIGHTS
     saved.save_weights(weights)
     steady = seconds[1:] or seconds
