@@ -67,16 +67,18 @@ def test_pretrain_command_writes_weights_and_report(tmp_path):
 @pytest.mark.slow
 def test_vicreg_pretraining_beats_random_init_with_few_labels(tmp_path):
     """The point of `leukedge pretrain`: with 10 labelled fields per class, a custom CNN fine-tuned from
-    VICReg weights (pretrained on 400 unlabelled fields) beats the same CNN from random weights, on the
-    fields it never saw. Tiny scale (64 px close-up fields, width 0.5): about three minutes on 2 cores."""
+    VICReg weights (pretrained on 600 unlabelled fields) beats the same CNN from random weights, on the
+    fields it never saw. Tiny scale (64 px close-up fields, width 0.5), benchmarks/bench_pretrain.py's
+    defaults with two seeds: about five minutes on 2 cores; 400 fields and 60 epochs were too few for a
+    margin that holds on every seed."""
     from trainer.fewlabels import compare
 
-    r = compare(tmp_path, "custom_cnn", per_class=100, labels=10, size=64, look="closeup", pretrain_epochs=60,
+    r = compare(tmp_path, "custom_cnn", per_class=150, labels=10, size=64, look="closeup", pretrain_epochs=80,
                 epochs=20, seeds=(0, 1))
     pre = r["pretrain"]
     print(f"\n[ssl] 5-NN {pre['knn_accuracy_random_init']:.3f} -> {pre['knn_accuracy']:.3f}; random init "
           f"{r['random init']}, VICReg {r['VICReg']} (n={r['n']}), {pre['img_per_s']} img/s")
-    assert pre["knn_accuracy"] > pre["knn_accuracy_random_init"] + 0.03  # the features learned cells, no labels
+    assert pre["knn_accuracy"] > pre["knn_accuracy_random_init"] + 0.05  # the features learned cells, no labels
     assert r["gain"] >= 0.08, r
 
 
