@@ -11,6 +11,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from tests.broker import Broker, mosquitto_available  # noqa: E402
 
 
+# The longest test file (a five-minute self-supervised pretraining test) goes first: `make test`
+# gives each of two workers whole files in collection order, and started last it ran alone at the end.
+LONGEST_FIRST = ("test_pretrain.py",)
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)  # stable: the rest keep their order
+
+
 @pytest.fixture
 def broker(tmp_path):
     """A fresh mosquitto on a free 127.0.0.1 port (skips where the binary is missing)."""
