@@ -28,7 +28,6 @@ from edge.errors import BadInput
 
 WEIGHTS = "backbone.weights.h5"
 LAMBDA, MU, NU = 25.0, 25.0, 1.0  # VICReg's invariance, variance, covariance weights
-BN_RECAL_IMAGES = 512  # as train's --bn-recal-images default
 
 
 @dataclass
@@ -150,7 +149,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     """Run VICReg; write PRE/backbone.weights.h5, pretrain_report.json, pretrain_loss.png; return the report."""
     import keras
 
-    from trainer.train import recalibrate_bn
+    from trainer.train import TrainConfig, recalibrate_bn
 
     start = time.perf_counter()
     out = Path(cfg.out)
@@ -166,7 +165,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     # without recalibration its inference-mode features are the same for every image, and the
     # fine-tune, whose BN layers stay frozen in inference mode, starts from nothing.
     rng = np.random.default_rng(cfg.seed)
-    recal = x[rng.permutation(len(x))[:BN_RECAL_IMAGES]]
+    recal = x[rng.permutation(len(x))[: TrainConfig.bn_recal_images]]  # as many as train's default
     recalibrate_bn(encoder, recal, cfg.batch)
     knn_before = knn_accuracy(encoder, x[:n_lab], y, cfg.batch, cfg.seed)
     proj = keras.Sequential([keras.layers.Dense(cfg.proj_dim), keras.layers.BatchNormalization(), keras.layers.ReLU(),
