@@ -26,6 +26,21 @@ def test_views_are_augmented_and_loss_prefers_matching_views():
     assert same < other and same < collapsed  # invariance and variance terms both bite
 
 
+def test_view_pairs_are_the_same_whatever_the_thread_count():
+    """Each batch's views depend on (seed, epoch, index) only, so a run repeats with any --workers."""
+    from trainer.pretrain import view_pairs
+
+    x = np.random.default_rng(0).integers(0, 255, (10, 32, 32, 3), dtype=np.uint8)
+    serial, threaded = view_pairs(x, 4, seed=3, workers=0), view_pairs(x, 4, seed=3, workers=3)
+    assert len(serial) == 2  # full batches only
+    for i in range(len(serial)):
+        (a, b), target = serial[i]
+        (a2, b2), _ = threaded[i]
+        assert a.shape == b.shape == (4, 32, 32, 3) and target.shape == (4, 1)
+        assert np.array_equal(a, a2) and np.array_equal(b, b2) and not np.array_equal(a, b)
+    threaded.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["custom_cnn", "mobilenetv2"])
 def test_saved_backbone_is_what_train_loads(arch, tmp_path):

@@ -88,10 +88,11 @@ class TrainBatches(keras.utils.PyDataset):
         """Batch `index` of epoch `epoch`: gather, then augment (pure function of seed, epoch, index)."""
         order = self._order(epoch)
         idx = np.sort(order[index * self.batch_size:(index + 1) * self.batch_size])
-        xb, yb = self.x[idx], self.y[idx]
-        if self.augment:
-            xb = augment_batch(xb, np.random.default_rng([self.seed, epoch, index]))
-        return xb, yb
+        return self.transform(self.x[idx], self.y[idx], np.random.default_rng([self.seed, epoch, index]))
+
+    def transform(self, xb: np.ndarray, yb: np.ndarray, rng: np.random.Generator):
+        """The batch Keras gets from gathered images: augmented (x, y) here; subclasses make other pairs."""
+        return (augment_batch(xb, rng) if self.augment else xb), yb
 
     def on_epoch_end(self) -> None:
         with self._lock:

@@ -46,37 +46,86 @@ class PretrainConfig:
     proj_dim: int = 512
     subset: str = "Original"
     seed: int = 0
+    workers: int | None = None  # view threads; None: as train (1 on a CPU-only box, 2 with a GPU)
     verbose: int = 1
 
 
 def two_views(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One augmented view per image of a uint8 batch (N, S, S, 3)."""
+    """One augmented view per image of a uint8 batch (N, S, S, 3); call twice for the pair.
+
+    Per image: a random resized crop (35-100 % of the area, aspect 3/4-4/3) back to S x S,
+    one of the eight symmetries, a Gaussian blur (p 0.5), then stain/colour jitter (p 0.8:
+    per-channel gain x0.6-1.4 and offset +-40, contrast x0.6-1.4 about the mean, saturation
+    x0-1.8 about grey) and greyscale (p 0.2). The colour steps are all affine, so they fold
+    into one 3x4 matrix that cv2.transform applies with uint8 saturation: every pixel pass is
+    an OpenCV call that releases the GIL, so several threads make views in parallel.
+    """
     import cv2
 
+    from trainer.augment import _symmetry
+
     n, s = x.shape[0], x.shape[1]
+    area, ratio = rng.uniform(0.35, 1.0, n), np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3), n))
+    hs = np.minimum(s, np.round(s * np.sqrt(area / ratio))).astype(int)
+    ws = np.minimum(s, np.round(s * np.sqrt(area * ratio))).astype(int)
+    tops, lefts = rng.integers(0, s - hs + 1), rng.integers(0, s - ws + 1)
+    ks, flips = rng.integers(0, 4, n), rng.integers(0, 2, n)
+    blur = np.where(rng.random(n) < 0.5, rng.uniform(0.1, 1.5 * s / 64, n), 0.0)
+    jitter, grey = rng.random(n) < 0.8, rng.random(n) < 0.2
+    gains, offsets = rng.uniform(0.6, 1.4, (n, 3)), rng.uniform(-40, 40, (n, 3))
+    contrasts, sats = rng.uniform(0.6, 1.4, n), rng.uniform(0.0, 1.8, n)
+    to_grey = np.full((3, 3), 1 / 3)
     out = np.empty_like(x)
     for i in range(n):
-        img = np.rot90(x[i], rng.integers(4))
-        if rng.random() < 0.5:
-            img = img[:, ::-1]
-        area, ratio = rng.uniform(0.35, 1.0), np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-        h = int(min(s, round(s * np.sqrt(area / ratio))))
-        w = int(min(s, round(s * np.sqrt(area * ratio))))
-        top, left = rng.integers(0, s - h + 1), rng.integers(0, s - w + 1)
-        img = cv2.resize(np.ascontiguousarray(img[top:top + h, left:left + w]), (s, s), interpolation=cv2.INTER_LINEAR)
-        if rng.random() < 0.5:
-            img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.1, 1.5 * s / 64))
-        f = img.astype(np.float32)
-        if rng.random() < 0.8:  # stain jitter: per-channel gain and offset, contrast, saturation
-            f = f * rng.uniform(0.6, 1.4, 3) + rng.uniform(-40, 40, 3)
-            mean = f.mean()
-            f = (f - mean) * rng.uniform(0.6, 1.4) + mean
-            gray = f.mean(axis=2, keepdims=True)
-            f = gray + (f - gray) * rng.uniform(0.0, 1.8)
-        if rng.random() < 0.2:
-            f = np.repeat(f.mean(axis=2, keepdims=True), 3, axis=2)
-        out[i] = np.clip(f, 0, 255).astype(np.uint8)
+        t, left = tops[i], lefts[i]
+        img = cv2.resize(x[i, t:t + hs[i], left:left + ws[i]], (s, s), interpolation=cv2.INTER_LINEAR)
+        img = _symmetry(img, int(ks[i]), int(flips[i]))
+        if blur[i]:
+            img = cv2.GaussianBlur(img, (0, 0), blur[i])
+        m, off = np.eye(3), np.zeros(3)
+        if jitter[i]:  # x -> S (c (g x + o) + (1 - c) mean), S = saturation about grey
+            mean = (gains[i] @ np.asarray(cv2.mean(img)[:3]) + offsets[i].sum()) / 3
+            sat = sats[i] * np.eye(3) + (1 - sats[i]) * to_grey
+            m, off = sat @ (contrasts[i] * np.diag(gains[i])), sat @ (contrasts[i] * offsets[i] + (1 - contrasts[i]) * mean)
+        if grey[i]:
+            m, off = to_grey @ m, to_grey @ off
+        cv2.transform(img, np.hstack([m, off[:, None]]).astype(np.float32), dst=out[i])
     return out
+
+
+def view_pairs(x: np.ndarray, batch: int, seed: int, workers: int | None):
+    """Full shuffled batches of ((view a, view b), dummy target), made ahead by `workers` threads."""
+    from trainer.pipeline import TrainBatches, default_workers
+    from trainer.train import _accelerated
+
+    class _Pairs(TrainBatches):
+        def transform(self, xb, yb, rng):
+            return (two_views(xb, rng), two_views(xb, rng)), np.zeros((len(xb), 1), np.float32)
+
+    threads = workers if workers is not None else default_workers(_accelerated())
+    return _Pairs(x, np.zeros(len(x), np.int32), batch, seed=seed, drop_remainder=True, threads=threads)
+
+
+def epoch_timer(epochs: int, verbose: int):
+    """Callback: seconds per epoch (the first includes compiling the step) and a one-line log per epoch."""
+    import keras
+
+    class _Timer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
+            self._t0 = 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._t0)
+            if verbose:
+                print(f"epoch {epoch + 1}/{epochs}: VICReg loss {(logs or {}).get('loss', float('nan')):.4f} "
+                      f"({self.seconds[-1]:.1f} s)")
+
+    return _Timer()
 
 
 def vicreg_loss(_y_true, y_pred):
@@ -182,18 +231,13 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
     ssl.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=vicreg_loss,
                 jit_compile=_jit_compile())  # no XLA for TensorFlow on CPU: it compiles for minutes
-    history, seconds = [], []
-    for epoch in range(cfg.epochs):
-        order = rng.permutation(len(x))
-        t0, losses = time.perf_counter(), []
-        for k in range(steps):
-            xb = x[order[k * batch:(k + 1) * batch]]
-            losses.append(float(ssl.train_on_batch([two_views(xb, rng), two_views(xb, rng)],
-                                                   np.zeros((batch, 1), np.float32))))
-        seconds.append(time.perf_counter() - t0)
-        history.append(float(np.mean(losses)))
-        if cfg.verbose:
-            print(f"epoch {epoch + 1}/{cfg.epochs}: VICReg loss {history[-1]:.4f} ({seconds[-1]:.1f} s)")
+    timer = epoch_timer(cfg.epochs, cfg.verbose)
+    pairs = view_pairs(x, batch, cfg.seed, cfg.workers)
+    try:
+        fit = ssl.fit(pairs, epochs=cfg.epochs, shuffle=False, verbose=0, callbacks=[timer])
+    finally:
+        pairs.close()
+    history, seconds = [float(v) for v in fit.history["loss"]], timer.seconds
     recalibrate_bn(encoder, recal, cfg.batch)
     weights = out / WEIGHTS
     saved.save_weights(weights)

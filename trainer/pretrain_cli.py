@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from leukedge.argtypes import positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True,
@@ -23,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proj-dim", type=int, default=512, help="projector width (VICReg expander)")
     parser.add_argument("--subset", default="Original")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=positive_int,
+                        help="threads making the two views (default: 1 on a CPU-only box, 2 with a GPU)")
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -32,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     report = pretrain(PretrainConfig(
         data=str(args.data), out=str(args.out), unlabeled=[str(u) for u in args.unlabeled], arch=args.arch,
         img_size=args.img_size, alpha=args.alpha, width=args.width, cnn_depth=args.cnn_depth, epochs=args.epochs,
-        batch=args.batch, lr=args.lr, proj_dim=args.proj_dim, subset=args.subset, seed=args.seed,
+        batch=args.batch, lr=args.lr, proj_dim=args.proj_dim, subset=args.subset, seed=args.seed, workers=args.workers,
         verbose=0 if args.quiet else 1))
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.1f} %"

@@ -342,6 +342,7 @@ def fit(cfg: TrainConfig, data: TrainingData, run: Path):
             model.set_weights(val_cb.best_weights)
     batches.close()
     history["best_epoch"] = val_cb.best_epoch + 1
+    history["train_seconds"] = [round(t, 3) for t in val_cb.train_seconds]  # per epoch, validation excluded
     # Steady-state speed: a phase's first epoch includes compiling its training step.
     phases_run = history["phase"]
     secs = [t for i, t in enumerate(val_cb.train_seconds)
