@@ -3,7 +3,9 @@
 #   1. training throughput of MobileNetV2 224 (plain arrays vs the kit's pipeline),
 #   2. `leukedge train` MobileNetV2 224 from scratch: report.json's train_img_per_s,
 #   3. `leukedge pretrain` (VICReg) MobileNetV2 224: img/s,
-#   4. the few-label comparison (VICReg + fine-tune vs random init) for MobileNetV2 at 224 px.
+#   4. the few-label comparison (VICReg + fine-tune vs random init) for MobileNetV2 at 224 px,
+#      with 150 VICReg epochs of 1,600 fields (3,750 steps: MobileNetV2 from random weights
+#      needs thousands of steps before its two views' features correlate; docs/trainer.md).
 # Keras runs on JAX when TensorFlow is absent (a JAX-only GPU box). Logs and reports go to OUT.
 #
 #   benchmarks/bench_gpu.sh OUT [STEP...]             # on a GPU box; steps: bench train pretrain fewlabels
@@ -29,7 +31,7 @@ if [ $rehearse = yes ]; then
   size=64 per_class=24 batch=16 epochs=3 pre_epochs=2 ssl_per_class=12 ssl_labels=4 ssl_pre=2 ssl_ft=2
   bench=(--img-size 64 --batch 8 --steps 3 --warmup 2 --threads 2)
 else
-  size=224 per_class=800 batch=256 epochs=8 pre_epochs=6 ssl_per_class=400 ssl_labels=10 ssl_pre=60 ssl_ft=20
+  size=224 per_class=800 batch=256 epochs=8 pre_epochs=6 ssl_per_class=400 ssl_labels=10 ssl_pre=150 ssl_ft=20
   bench=(--steps 40 --warmup 8)
 fi
 
