@@ -84,8 +84,11 @@ def bundle_dir(tmp_path):
 # --------------------------------------------------------------------------- shellcheck
 
 
+SHELLCHECKED = SCRIPTS + sorted((ROOT / "benchmarks").glob("*.sh"))  # and the benchmarks' own scripts
+
+
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (CI installs it with apt-get)")
-@pytest.mark.parametrize("script", SCRIPTS, ids=[str(s.relative_to(DEPLOY)) for s in SCRIPTS])
+@pytest.mark.parametrize("script", SHELLCHECKED, ids=[str(s.relative_to(ROOT)) for s in SHELLCHECKED])
 def test_shellcheck(script):
     proc = subprocess.run(["shellcheck", "-x", str(script.relative_to(ROOT))], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
