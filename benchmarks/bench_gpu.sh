@@ -12,13 +12,14 @@
 #   benchmarks/bench_gpu.sh OUT --rehearse [STEP...]  # tiny sizes: checks the steps end to end on a CPU
 set -u
 out=${1:?usage: benchmarks/bench_gpu.sh OUT [--rehearse] [STEP...]}
-mkdir -p "$out"
+mkdir -p "$out" && out=$(cd "$out" && pwd) || exit 2
 cd "$(dirname "$0")/.." || exit 2
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
-"${PYTHON:-python3}" -c "import tensorflow" 2>/dev/null || export KERAS_BACKEND=jax
 py=${PYTHON:-python3}
+"$py" -c "import tensorflow" 2>/dev/null || export KERAS_BACKEND=jax
 lk=("$py" -c 'import sys; from leukedge.cli import main; sys.exit(main())')  # the console script, uninstalled
 work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 # Identical models (the few-label runs, the two bench modes) compile once, not once per run.
 export JAX_COMPILATION_CACHE_DIR=$work/jax-cache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
 
@@ -26,6 +27,9 @@ shift
 rehearse=no
 if [ "${1:-}" = --rehearse ]; then rehearse=yes; shift; fi
 steps=" ${*:-bench train pretrain fewlabels} "
+for s in $steps; do
+  case $s in bench | train | pretrain | fewlabels) ;; *) echo "bench_gpu.sh: unknown step '$s' (bench, train, pretrain, fewlabels)" >&2; exit 2 ;; esac
+done
 wanted() { [[ $steps == *" $1 "* ]]; }
 if [ $rehearse = yes ]; then
   size=64 per_class=24 batch=16 epochs=3 pre_epochs=2 ssl_per_class=12 ssl_labels=4 ssl_pre=2 ssl_ft=2
@@ -80,4 +84,3 @@ if wanted fewlabels; then
     --per-class "$ssl_per_class" --labels "$ssl_labels" --pretrain-epochs "$ssl_pre" --epochs "$ssl_ft" \
     --seeds 2 --out "$work/ssl"
 fi
-rm -rf "$work"
