@@ -26,6 +26,28 @@ def test_views_are_augmented_and_loss_prefers_matching_views():
     assert same < other and same < collapsed  # invariance and variance terms both bite
 
 
+@pytest.mark.parametrize("grey", [False, True])
+def test_colour_jitter_matrix_equals_the_steps_it_folds(grey):
+    """gain/offset, contrast about the mean, saturation about grey, greyscale: one affine matrix."""
+    import cv2
+
+    from trainer.pretrain import colour_matrix
+
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    gain, offset, contrast, saturation = rng.uniform(0.6, 1.4, 3), rng.uniform(-40, 40, 3), 1.3, 1.6
+    f = img.astype(np.float64) * gain + offset
+    f = (f - f.mean()) * contrast + f.mean()
+    g = f.mean(axis=2, keepdims=True)
+    f = g + (f - g) * saturation
+    if grey:
+        f = np.repeat(f.mean(axis=2, keepdims=True), 3, axis=2)
+    m = colour_matrix(cv2.mean(img)[:3], (gain, offset, contrast, saturation), grey)
+    folded = cv2.transform(img, m)
+    assert np.abs(folded.astype(float) - np.clip(f, 0, 255)).max() <= 1.0  # uint8 rounding
+    assert np.array_equal(cv2.transform(img, colour_matrix(cv2.mean(img)[:3], None, False)), img)
+
+
 def test_view_pairs_are_the_same_whatever_the_thread_count():
     """Each batch's views depend on (seed, epoch, index) only, so a run repeats with any --workers."""
     from trainer.pretrain import view_pairs

@@ -74,7 +74,6 @@ def two_views(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     jitter, grey = rng.random(n) < 0.8, rng.random(n) < 0.2
     gains, offsets = rng.uniform(0.6, 1.4, (n, 3)), rng.uniform(-40, 40, (n, 3))
     contrasts, sats = rng.uniform(0.6, 1.4, n), rng.uniform(0.0, 1.8, n)
-    to_grey = np.full((3, 3), 1 / 3)
     out = np.empty_like(x)
     for i in range(n):
         t, left = tops[i], lefts[i]
@@ -82,15 +81,28 @@ def two_views(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         img = _symmetry(img, int(ks[i]), int(flips[i]))
         if blur[i]:
             img = cv2.GaussianBlur(img, (0, 0), blur[i])
-        m, off = np.eye(3), np.zeros(3)
-        if jitter[i]:  # x -> S (c (g x + o) + (1 - c) mean), S = saturation about grey
-            mean = (gains[i] @ np.asarray(cv2.mean(img)[:3]) + offsets[i].sum()) / 3
-            sat = sats[i] * np.eye(3) + (1 - sats[i]) * to_grey
-            m, off = sat @ (contrasts[i] * np.diag(gains[i])), sat @ (contrasts[i] * offsets[i] + (1 - contrasts[i]) * mean)
-        if grey[i]:
-            m, off = to_grey @ m, to_grey @ off
-        cv2.transform(img, np.hstack([m, off[:, None]]).astype(np.float32), dst=out[i])
+        jittered = (gains[i], offsets[i], contrasts[i], sats[i]) if jitter[i] else None
+        cv2.transform(img, colour_matrix(cv2.mean(img)[:3], jittered, bool(grey[i])), dst=out[i])
     return out
+
+
+def colour_matrix(channel_means, jitter: tuple | None, grey: bool) -> np.ndarray:
+    """The view's stain/colour jitter as one 3x4 affine matrix for cv2.transform.
+
+    jitter = (gain[3], offset[3], contrast, saturation): x -> g x + o per channel, then contrast
+    about the image's mean, then saturation about each pixel's grey; `grey` then averages the
+    channels. Every step is affine, so they compose exactly (a test checks it against the steps).
+    """
+    to_grey = np.full((3, 3), 1 / 3)
+    m, off = np.eye(3), np.zeros(3)
+    if jitter is not None:
+        gain, offset, contrast, saturation = jitter
+        mean = (np.asarray(gain) @ np.asarray(channel_means, float) + np.sum(offset)) / 3
+        sat = saturation * np.eye(3) + (1 - saturation) * to_grey
+        m, off = sat @ (contrast * np.diag(gain)), sat @ (contrast * np.asarray(offset) + (1 - contrast) * mean)
+    if grey:
+        m, off = to_grey @ m, to_grey @ off
+    return np.hstack([m, off[:, None]]).astype(np.float32)
 
 
 def view_pairs(x: np.ndarray, batch: int, seed: int, workers: int | None):
