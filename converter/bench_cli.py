@@ -19,7 +19,7 @@ from converter.validate import box_columns, row, run_format, summarize, validati
 from edge.bundle import bundle_path, load_manifest
 from edge.errors import BadInput
 from edge.formats import BACKEND_FOR
-from leukedge.argtypes import output_file, positive_int
+from edge.argtypes import output_file, positive_int
 from trainer.data import load_images, report_skipped, scan
 
 

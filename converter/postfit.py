@@ -40,7 +40,7 @@ def priors(run) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_box(run, primary: tuple[Path, str] | None, val_probs: np.ndarray, x_val, y_val, echo) -> BoxFit:
     """Fit tta, prior shift, temperature, refer threshold and pooling on validation (see module docstring)."""
-    from converter.manifest_build import choose_refer_below
+    from edge.thresholds import choose_refer_below
     from converter.validate import run_format
     from trainer.calibrate import box_metrics, compare_pooling, fit_postprocess
 

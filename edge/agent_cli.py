@@ -15,7 +15,7 @@ from edge.errors import BadInput
 from edge.messages import topic
 from edge.publisher import probe
 from edge.sources import make_source
-from leukedge.argtypes import positive_int
+from edge.argtypes import positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

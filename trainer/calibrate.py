@@ -157,7 +157,7 @@ def model_report(model, x_val, y_val, x_test, y_test, model_prior, expected_prio
 
     Same choices as the converter (which refits on the int8 file): prior shift, temperature,
     TTA kept only with a validation gain, pooling by sample-level ECE on synthetic slides."""
-    from converter.manifest_build import choose_refer_below
+    from edge.thresholds import choose_refer_below
 
     val, test = predict_passes(model, x_val, batch, True), predict_passes(model, x_test, batch, True)
     plain = fit_postprocess(y_val, val[:, :1], model_prior, expected_prior, "none")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from leukedge.argtypes import positive_int
+from edge.argtypes import positive_int
 from trainer.evaluate import evaluate_run
 
 

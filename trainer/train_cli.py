@@ -10,7 +10,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from leukedge.argtypes import positive_int
+from edge.argtypes import positive_int
 from trainer.models import ARCHS
 from trainer.recipes import RECIPES, resolve
 from trainer.report import format_table
