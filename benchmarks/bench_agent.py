@@ -53,7 +53,7 @@ def build_bundle(out: Path, size: int) -> Path:
     import numpy as np
 
     from converter.tflite_export import float_clone, to_tflite
-    from edge.bundle import FileEntry, InputSpec, Manifest, sha256_file, write_manifest
+    from edge.manifest import FileEntry, InputSpec, Manifest, sha256_file, write_manifest
     from trainer.models import build_model
     from trainer.synth.fields import render_field
 

@@ -36,7 +36,8 @@ def main() -> None:
     import cv2
 
     from edge import stain
-    from edge.bundle import InputSpec, preprocess
+    from edge.manifest import InputSpec
+    from edge.pixels import preprocess
     from trainer.synth.fields import render_field
 
     if args.threads is not None:

@@ -37,7 +37,7 @@ def build_bundle(out: Path, size: int, seed: int) -> Path:
     from converter.tflite_export import float_clone, io_quant, to_tflite
     from converter.validate import run_format
     from edge import selftest
-    from edge.bundle import FileEntry, InputSpec, Manifest, sha256_file, write_manifest
+    from edge.manifest import FileEntry, InputSpec, Manifest, sha256_file, write_manifest
     from trainer.models import build_model
     from trainer.synth import render_field
 
@@ -75,7 +75,7 @@ def main() -> int:
     import shutil
 
     from converter.signing import new_keys, sign
-    from edge.bundle import load_manifest
+    from edge.manifest import load_manifest
     from edge.pack import pack
     from leukedge.cli import main as cli
 

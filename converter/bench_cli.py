@@ -16,10 +16,10 @@ from pathlib import Path
 
 from converter.calibration import select_balanced
 from converter.validate import box_columns, row, run_format, summarize, validation_table
-from edge.bundle import bundle_path, load_manifest
+from edge.argtypes import output_file, positive_int
 from edge.errors import BadInput
 from edge.formats import BACKEND_FOR
-from edge.argtypes import output_file, positive_int
+from edge.manifest import bundle_path, load_manifest
 from trainer.data import load_images, report_skipped, scan
 
 

@@ -18,9 +18,9 @@ from converter.calibration import load_calibration
 from converter.validate import (int8_drops, predict_keras, row, run_format, summarize, validation_table,
                                 write_validation)
 from edge import selftest
-from edge.bundle import write_manifest
 from edge.errors import BadInput
 from edge.formats import BACKEND_FOR, FILE_NAMES, PRIMARY_ORDER, run_by
+from edge.manifest import write_manifest
 from trainer.run import load_split, training_info
 
 LAYER_REPORT_IMAGES = 16

@@ -11,8 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from edge.bundle import LABELS, InputSpec
 from edge.errors import BadInput
+from edge.manifest import LABELS, InputSpec
 from trainer.data import load_images
 
 MIN_CALIB = 8  # below this the ranges are guesses: refuse rather than ship them

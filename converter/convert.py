@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from converter import build
-from edge.bundle import MANIFEST
 from edge.errors import BadInput
 from edge.formats import DEFAULT_FORMATS, FORMATS
+from edge.manifest import MANIFEST
 from trainer.run import load_run
 
 

@@ -1,4 +1,4 @@
-"""Assemble BUNDLE/manifest.json (edge.bundle.Manifest) from what the conversion measured.
+"""Assemble BUNDLE/manifest.json (edge.manifest.Manifest) from what the conversion measured.
 
 The abstain band it records is chosen by edge.thresholds.choose_refer_below, the rule the
 trainer's report applies too.
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from edge import __version__
-from edge.bundle import FileEntry, InputSpec, Manifest, Quant, sha256_file
+from edge.manifest import FileEntry, InputSpec, Manifest, Quant, sha256_file
 
 
 def file_entry(bundle: Path, path: Path, fmt: str, quant_in: Quant | None = None,

@@ -12,8 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from edge.bundle import MANIFEST, load_manifest
 from edge.errors import BadInput, read_input
+from edge.manifest import MANIFEST, load_manifest
 from edge.trust import SIGNATURE, PublicKey, fingerprint, manifest_sha256
 
 PRIVATE, PUBLIC = "signing.key", "signing.pub"

@@ -15,8 +15,8 @@ import io
 
 import numpy as np
 
-from edge.bundle import Quant
 from edge.errors import LeukedgeError
+from edge.manifest import Quant
 
 
 def float_clone(model):

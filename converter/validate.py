@@ -16,8 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from edge.backends import open_backend
-from edge.bundle import LABELS
 from edge.formats import BACKEND_FOR, INT8_FORMATS
+from edge.manifest import LABELS
 from edge.postprocess import dihedral, postprocess
 from trainer.report import classification_report
 

@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from edge import __version__
-from edge.bundle import as_rgb_uint8, frame_min_side, preprocess, reduce_frame
 from edge.components import Components, build_components, refer_below
 from edge.errors import BadFrame
 from edge.loglimit import LimitedLog
 from edge.messages import SCHEMA, encode, result_payload, utc_now
+from edge.pixels import as_rgb_uint8, frame_min_side, preprocess_rgb, reduce_like_jpeg
 from edge.postprocess import classify
 from edge.sources import END
 from edge.station import Station
@@ -92,7 +92,7 @@ class Agent:
         try:
             with st.stage("gate"):
                 raw = as_rgb_uint8(frame.image, self.cfg.source.max_pixels)
-                rgb = reduce_frame(raw, frame_min_side(p.manifest.input, self.cfg.gate.analysis_width))
+                rgb = reduce_like_jpeg(raw, p.min_side)
                 verdict = p.gate.check(rgb, still=frame.still)
         except BadFrame as exc:
             return self._bad_frame(frame.name, exc)
@@ -100,11 +100,11 @@ class Agent:
             self.station.on_frame(rgb, verdict)
         if not verdict.accept:
             return None
-        # The frame's hash (a raw 1280x960 frame: 3.7 MB, ~2.8 ms) runs beside preprocessing and
-        # the model: hashlib releases the GIL, and the answer does not wait for it.
+        # The frame's hash (a raw camera frame is megabytes: docs/edge.md) runs beside preprocessing
+        # and the model: hashlib releases the GIL, and the answer does not wait for it.
         digest = self._hasher.submit(frame_sha256, frame.file, raw)
         with st.stage("pre"):
-            x = preprocess(rgb, p.manifest.input)
+            x = preprocess_rgb(rgb, p.manifest.input)
         with st.stage("invoke"):  # all TTA passes and the manifest's post-processing
             probs = classify(p.backend.infer, x, p.manifest.postprocess)
         self.seq += 1
@@ -217,7 +217,8 @@ class Agent:
         s.labels, s.refer_below, s.model_sha256 = p.manifest.labels, refer_below(self.cfg, p.manifest), p.entry.sha256
         s.pooling = p.manifest.postprocess.pool
         old.close()
-        p.source.set_min_side(frame_min_side(p.manifest.input, self.cfg.gate.analysis_width))
+        p.min_side = frame_min_side(p.manifest.input, self.cfg.gate.analysis_width)
+        p.source.set_min_side(p.min_side)
         event = self.updater.commit(ready)
         p.publisher.set_info(self.info())
         self.emit("event", event)

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from edge.agent import Agent
+from edge.argtypes import positive_int
 from edge.backends import load_for_manifest
-from edge.bundle import load_manifest
 from edge.config import load_config, prune
 from edge.errors import BadInput
+from edge.manifest import load_manifest
 from edge.messages import topic
 from edge.publisher import probe
 from edge.sources import make_source
-from edge.argtypes import positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.backends import Backend, load_for_manifest
-from edge.bundle import FileEntry, Manifest, frame_min_side, load_manifest
 from edge.gate import Gate
+from edge.manifest import FileEntry, Manifest, load_manifest
 from edge.outbox import Outbox
+from edge.pixels import frame_min_side
 from edge.publisher import Offline, Publisher
 from edge.resultlog import ResultLog
 from edge.samples import SamplePool
@@ -36,6 +37,7 @@ class Components:
     stats: Stats
     results: ResultLog | None  # the local JSON-lines log, when configured
     publisher: Publisher | Offline
+    min_side: int  # edge.pixels.frame_min_side for this bundle: set here and at a bundle switch
 
 
 def refer_below(cfg, manifest: Manifest) -> float:
@@ -58,12 +60,12 @@ def build_components(cfg, source: Watchdog | None = None, bundle: Path | None = 
     b = cfg.backend
     backend, entry = load_for_manifest(bundle, manifest, backend=b.name, threads=b.threads,
                                        allow_fallback=b.allow_fallback, device=b.device)
+    min_side = frame_min_side(manifest.input, cfg.gate.analysis_width)
     if source is None:
         # A large JPEG decodes reduced (libjpeg's scaled decoding averages as it goes) to no less
         # than the model input and the gate's copy need: a 1280x960 file at 320x240 for a 224 px
-        # model, 2.2 against 3.8 ms for a full decode; preprocess's output then differs from the
-        # full decode's by 0.34 grey levels on average (docs/edge.md).
-        source = open_watchdog(cfg.source, min_side=frame_min_side(manifest.input, cfg.gate.analysis_width))
+        # model; what it saves and how little the model input changes: docs/edge.md.
+        source = open_watchdog(cfg.source, min_side=min_side)
     o, r = cfg.outbox, cfg.result_log
     outbox = Outbox(o.path, o.max_rows, o.max_bytes, o.synchronous, o.memory_rows)
     boot = outbox.next_boot()
@@ -72,4 +74,5 @@ def build_components(cfg, source: Watchdog | None = None, bundle: Path | None = 
     results = ResultLog(r.path, r.max_bytes, r.backups, o.memory_rows) if r.path else None
     publisher = Publisher(cfg.mqtt, cfg.device_id, outbox) if cfg.mqtt.url else Offline(cfg.mqtt, cfg.device_id)
     return Components(bundle=bundle, manifest=manifest, entry=entry, backend=backend, source=source, outbox=outbox,
-                      boot=boot, samples=samples, gate=Gate(cfg.gate), stats=Stats(), results=results, publisher=publisher)
+                      boot=boot, samples=samples, gate=Gate(cfg.gate), stats=Stats(), results=results, publisher=publisher,
+                      min_side=min_side)

@@ -1,4 +1,11 @@
-"""Errors that map to the command line's exit codes (docs/contracts.md: 2 bad input, 1 internal)."""
+"""Errors that map to the command line's exit codes (docs/contracts.md: 2 bad input, 1 internal),
+and the one way outside input (a manifest, a config, a command) becomes a checked object or one line."""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import ValidationError
 
 
 def first_problem(exc, top: str = "(top level)") -> str:
@@ -56,3 +63,32 @@ def read_input(path, what: str, text: bool = False):
         return path.read_text() if text else path.read_bytes()
     except OSError as exc:
         raise BadInput(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+
+
+def json_object(raw: bytes, where: str, error: type[Exception] = BadInput) -> dict:
+    """Bytes from outside (a manifest, a command payload) -> a JSON object, or `error` with one line
+    starting with `where`: not UTF-8, not JSON, nested too deeply, or not an object."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise error(f"{where}: not JSON: not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise error(f"{where}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise error(f"{where}: JSON nested too deeply") from None
+    if not isinstance(data, dict):
+        raise error(f"{where}: top level must be a JSON object, got {_json_kind(data)}")
+    return data
+
+
+def validated(model, data: dict, where: str, error: type[Exception] = BadInput):
+    """A dict (from JSON, YAML or TOML) checked by the pydantic `model`, or `error` with one line:
+    `where: field a.b: message (and N more)`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise error(f"{where}: field {first_problem(exc)}") from None
+
+
+def _json_kind(value) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")

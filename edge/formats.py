@@ -1,7 +1,7 @@
 """The one table of bundle model formats: file name, whether it is int8, which runtime runs it.
 
 Everything else that names formats is derived from `TABLE`: the manifest's allowed
-values (edge.bundle), the backends' candidate files (edge.backends), the converter's
+values (edge.manifest), the backends' candidate files (edge.backends), the converter's
 file names, defaults, validation backends and int8 gate (converter/).
 Row order is the build order (onnx-qdq is quantized from onnx-fp32) and, unless a
 backend says otherwise, the preference order among the files one runtime can open.

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from edge.bundle import area_shrink
+from edge.pixels import box_shrink
 
 REASONS = ("moving", "settling", "blank", "blurred", "same_field", "skipped")
 MIN_ROWS = 8  # the analysis copy keeps at least this many pixels on its short side
@@ -46,7 +46,7 @@ class Gate:
         self.best_focus = 0.0  # sharpest frame measured: a hint for focus_threshold
 
     def _small_grey(self, rgb: np.ndarray) -> np.ndarray:
-        """Grey, shrunk by a whole factor towards `analysis_width` (edge.bundle.area_shrink).
+        """Grey, shrunk by a whole factor towards `analysis_width` (edge.pixels.box_shrink).
 
         The factor never leaves the short side under MIN_ROWS, so a panorama-shaped frame
         (60000x20) shrinks less instead of to nothing.
@@ -55,7 +55,7 @@ class Gate:
 
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         f = max(1, min(round(grey.shape[1] / self.cfg.analysis_width), min(grey.shape) // MIN_ROWS))
-        return area_shrink(grey, f)
+        return box_shrink(grey, f)
 
     @staticmethod
     def focus_of(grey: np.ndarray) -> tuple[float, float]:

@@ -12,8 +12,8 @@ import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from edge.bundle import MANIFEST, load_manifest
 from edge.errors import BadInput, BundleError
+from edge.manifest import MANIFEST, load_manifest
 from edge.trust import SIGNATURE
 
 SUFFIX = ".leukedge"

@@ -1,4 +1,4 @@
-"""The one post-processing rule between a model's softmax and a decision (re-exported by edge.bundle).
+"""The one post-processing rule between a model's softmax and a decision.
 
 The agent, `leukedge bench`, `leukedge evaluate` and the converter's validation all call
 `postprocess`, so "what the box decides" means one thing everywhere (a parity test holds

@@ -14,17 +14,19 @@ Two methods (see docs/robustness.md):
   (Macenko et al., ISBI 2009), re-express its pixels as stain concentrations and
   rebuild them with the target's stain vectors and maximum concentrations.
 
-numpy only at import time; OpenCV is imported inside the functions that need it.
+numpy and pydantic at import time; OpenCV is imported inside the functions that need it.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Literal
 
-from edge.bundle import StainNorm
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
 from edge.errors import BadInput
 
-METHODS = ("none", "reinhard", "macenko")
+METHODS: tuple[str, ...] = ("none", "reinhard", "macenko")  # the one list: manifest, trainer and CLI flags
 
 # Reinhard: a channel whose spread is below MIN_STD (8-bit LAB units) is treated as flat,
 # and no channel is stretched by more than MAX_GAIN, so a blank or near-white frame is
@@ -39,6 +41,14 @@ ALPHA = 1.0  # percentile for the robust extreme angles
 MIN_TISSUE = 64  # fewer stained pixels than this: leave the image as it is
 OD_LUT = (-np.log((np.arange(256, dtype=np.float64) + 1.0) / IO)).astype(np.float32)
 OD_MIN = int(np.searchsorted(-OD_LUT, -BETA))  # RGB levels below this are stained (OD > BETA)
+
+
+class StainNorm(BaseModel):
+    """A manifest's `input.stain_norm`: applied after crop/resize (edge.pixels.preprocess_rgb)."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal[METHODS] = "none"
+    target: dict[str, list[float] | list[list[float]]] = Field(default_factory=dict)
 
 
 def normalize(rgb: np.ndarray, norm: StainNorm) -> np.ndarray:

@@ -12,8 +12,8 @@ import hashlib
 from pathlib import Path
 from typing import NamedTuple
 
-from edge.bundle import MANIFEST
 from edge.errors import BadInput, BundleError, read_input
+from edge.manifest import MANIFEST
 
 SIGNATURE = "manifest.sig"
 

@@ -24,8 +24,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.bundle import load_manifest, sha256_file
 from edge.errors import BadInput, BundleError
+from edge.manifest import load_manifest, sha256_file
 from edge.messages import SCHEMA, utc_now
 from edge.store import Store, atomic_write
 from edge.trust import load_keys, manifest_sha256, verify_signature

@@ -15,8 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from edge.bundle import load_manifest
     from edge.errors import BadInput
+    from edge.manifest import load_manifest
     from edge.pack import safe_unpack
     from edge.trust import load_keys, manifest_sha256, verify_signature
 

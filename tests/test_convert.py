@@ -27,7 +27,7 @@ def _no_edgetpu_compiler(monkeypatch):
 
 def test_every_format_written_verified_and_loadable(tmp_path):
     from edge.backends import open_backend
-    from edge.bundle import load_manifest
+    from edge.manifest import load_manifest
 
     bundle = make_small_bundle(tmp_path, formats=ALL_FORMATS)
     manifest = load_manifest(bundle, verify=True)  # every sha256 checked
@@ -109,7 +109,7 @@ def test_mobilenetv2_alpha035(tmp_path):
     so its logits are unstable and int8 probabilities move more than for a trained model:
     held to top-1 agreement; the accuracy gate is what guards real runs.
     """
-    from edge.bundle import load_manifest
+    from edge.manifest import load_manifest
 
     bundle = make_small_bundle(tmp_path, arch="mobilenetv2", per_class=8, epochs=1,
                                formats=("tflite-int8", "tflite-fp32"))
@@ -127,7 +127,7 @@ def test_mobilenetv2_alpha035(tmp_path):
 
 def test_same_run_gives_same_int8_file(tmp_path):
     from converter.convert import convert
-    from edge.bundle import load_manifest
+    from edge.manifest import load_manifest
 
     run = make_small_run(tmp_path)
     quiet = dict(formats="tflite-int8", max_drop=100.0, progress=False, echo=lambda _m: None)

@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.bundle import LABELS, InputSpec, preprocess, read_image
 from edge.errors import BadInput
+from edge.manifest import LABELS, InputSpec
+from edge.pixels import preprocess, read_image
 from trainer.data import Item, canonical_label, load_images, number_key, remove_duplicates, scan
 
 PATTERNS = {

@@ -249,7 +249,7 @@ def test_offline_stats_payload_keys_and_total(tmp_path, bundle, folder):
 
 def test_preprocessing_parity_with_trainer_and_converter(tmp_path, bundle):
     """The tensor the agent feeds the model == trainer.data.load_images (used by the converter's validation)."""
-    from edge.bundle import preprocess, read_image
+    from edge.pixels import preprocess, read_image
     from edge.sources import make_source
     from trainer.data import Item, load_images
     from trainer.synth.fields import render_field

@@ -17,8 +17,8 @@ import pytest
 from edge.backends import BackendUnavailable, load_for_manifest, open_backend
 from edge.backends import edgetpu as edgetpu_mod
 from edge.backends.base import dequantize_output, quantize_input
-from edge.bundle import load_manifest
 from edge.errors import BundleError
+from edge.manifest import load_manifest
 from tests.bundle_factory import make_small_bundle, make_small_run, small_dataset
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ def bundle(tmp_path_factory):
 @pytest.fixture(scope="module")
 def smear_frames():
     """Eight synthetic smear fields (in distribution, unlike noise) through the shared preprocessing."""
-    from edge.bundle import preprocess, read_image
+    from edge.pixels import preprocess, read_image
 
     paths = sorted(small_dataset().rglob("*.jpg"))[::8][:8]
     return np.stack([preprocess(read_image(p), 64) for p in paths])

@@ -133,7 +133,7 @@ def fake_compiler(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_compiler_all_ops_mapped(tmp_path, fake_compiler):
     from converter.convert import convert
-    from edge.bundle import load_manifest
+    from edge.manifest import load_manifest
     from tests.bundle_factory import make_small_run
 
     run = make_small_run(tmp_path)
@@ -149,7 +149,7 @@ def test_compiler_all_ops_mapped(tmp_path, fake_compiler):
 @pytest.mark.slow
 def test_compiler_cpu_fallback_exits_2(tmp_path, fake_compiler, monkeypatch, capsys):
     from converter.convert import convert
-    from edge.bundle import load_manifest
+    from edge.manifest import load_manifest
     from leukedge.cli import main
     from tests.bundle_factory import make_small_run
 

@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.bundle import decode_image
 from edge.config import GateConfig
 from edge.errors import BAD_FRAME_REASONS, BadFrame
 from edge.gate import Gate
+from edge.pixels import decode_image
 from edge.sources import END, Watchdog, make_source
 from tests.agent_proc import ROOT, blank_png, png_claiming
 
@@ -71,7 +71,7 @@ def test_pixel_cap_is_checked_from_the_header_before_decoding(monkeypatch):
 
 def test_pixel_cap_applies_to_decoded_frames_too():
     """A format Pillow cannot read the header of is decoded, then checked (a camera frame too)."""
-    from edge.bundle import as_rgb_uint8
+    from edge.pixels import as_rgb_uint8
 
     frame = np.zeros((100, 200, 3), np.uint8)
     assert as_rgb_uint8(frame, max_pixels=20_000).shape == (100, 200, 3)
@@ -96,7 +96,7 @@ def test_every_bad_frame_has_a_known_reason():
     cases = {"empty": np.zeros((0, 5, 3), np.uint8), "bit_depth": np.zeros((20, 20, 3), np.uint16),
              "grayscale": np.zeros((20, 20), np.uint8), "shape": np.zeros((20, 20, 2), np.uint8),
              "too_small": np.zeros((8, 800, 3), np.uint8)}
-    from edge.bundle import as_rgb_uint8
+    from edge.pixels import as_rgb_uint8
 
     for reason, frame in cases.items():
         with pytest.raises(BadFrame) as err:

@@ -80,8 +80,8 @@ def _sha_prefix(path: Path) -> str:
 def test_bundle_path_rule_in_process(tmp_path, bundle):
     """The shared rule itself: a symlink inside the bundle to a file inside it is fine; a
     symlinked bundle folder is fine; a symlink loop and a folder are refused."""
-    from edge.bundle import FileEntry, bundle_path
     from edge.errors import BundleError
+    from edge.manifest import FileEntry, bundle_path
 
     b = Path(shutil.copytree(bundle, tmp_path / "b"))
     (b / "sub").mkdir()

@@ -35,7 +35,7 @@ def tinted_dataset(root, per_class=48, size=32, seed=0):
     """
     import cv2
 
-    from edge.bundle import LABELS
+    from edge.manifest import LABELS
     from trainer.synth.fields import file_name, render_field
 
     tints = np.array([[1.0, 0.55, 0.55], [0.55, 1.0, 0.55], [0.55, 0.55, 1.0], [1.0, 1.0, 0.45]])
@@ -156,8 +156,8 @@ def test_bn_trap_validation_tracks_training_mobilenetv2(tmp_path):
     history = json.loads((run / "history.json").read_text())
     assert_tracks(history, report)
 
-    from trainer.run import read_split
     from trainer.data import load_images
+    from trainer.run import read_split
 
     x, y, _ = load_images(read_split(run).splits["test"], 32, progress=False)
     model = keras.saving.load_model(run / "model.keras")

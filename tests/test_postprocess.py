@@ -1,4 +1,4 @@
-"""edge.bundle.postprocess and its fitting (trainer.calibrate): the contract order, dihedral TTA,
+"""edge.postprocess.postprocess and its fitting (trainer.calibrate): the contract order, dihedral TTA,
 prior correction on imbalanced classes, temperature scaling, sample pooling, risk-coverage.
 
 The calibration tests use a simulated classifier whose exact posterior is known (Gaussian
@@ -13,8 +13,9 @@ import json
 import numpy as np
 import pytest
 
-from edge.bundle import Manifest, PostProcess, load_manifest, postprocess
 from edge.errors import BundleError
+from edge.manifest import Manifest, load_manifest
+from edge.postprocess import PostProcess, postprocess
 from edge.postprocess import classify, dihedral, pool
 from trainer.calibrate import (box_metrics, class_prior, compare_pooling, fit_postprocess, fit_temperature,
                                prior_shift, risk_coverage)

@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.bundle import PostProcess, load_manifest, postprocess, write_manifest
+from edge.manifest import load_manifest, write_manifest
+from edge.postprocess import PostProcess, postprocess
 from tests.bundle_factory import small_dataset
 
 pytestmark = pytest.mark.slow

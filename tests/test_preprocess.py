@@ -6,8 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.bundle import InputSpec, decode_image, jpeg_reduction, preprocess, reduce_frame
 from edge.errors import BadFrame
+from edge.manifest import InputSpec
+from edge.pixels import decode_image, jpeg_reduction_factor, preprocess, reduce_like_jpeg
 from trainer.synth.fields import render_field
 
 
@@ -66,7 +67,7 @@ def _encoded(img: np.ndarray, ext: str) -> bytes:
 def test_reduced_jpeg_decoding_keeps_the_short_side():
     field = cv2.resize(render_field(np.random.default_rng(2), "Early", 480), (1920, 1080))
     jpeg = _encoded(field[..., ::-1], ".jpg")
-    assert [jpeg_reduction(jpeg, m) for m in (0, 100, 135, 136, 270, 271, 540, 541)] == [1, 8, 8, 4, 4, 2, 2, 1]
+    assert [jpeg_reduction_factor(jpeg, m) for m in (0, 100, 135, 136, 270, 271, 540, 541)] == [1, 8, 8, 4, 4, 2, 2, 1]
     assert decode_image(jpeg, "f", min_side=448).shape == (540, 960, 3)
     full = decode_image(jpeg, "f")
     assert full.shape == (1080, 1920, 3)
@@ -79,13 +80,13 @@ def test_reduced_jpeg_decoding_keeps_the_short_side():
 
 def test_reduced_decoding_leaves_other_images_alone():
     grey = np.random.default_rng(0).integers(0, 256, (960, 1280), dtype=np.uint8)
-    assert jpeg_reduction(_encoded(grey, ".jpg"), 100) == 1
+    assert jpeg_reduction_factor(_encoded(grey, ".jpg"), 100) == 1
     with pytest.raises(BadFrame, match="grayscale"):  # still refused, not turned into three grey channels
         decode_image(_encoded(grey, ".jpg"), "g", min_side=100)
     colour = np.dstack([grey] * 3)
-    assert jpeg_reduction(_encoded(colour, ".png"), 100) == 1
+    assert jpeg_reduction_factor(_encoded(colour, ".png"), 100) == 1
     assert decode_image(_encoded(colour, ".png"), "p", min_side=100).shape == (960, 1280, 3)
-    assert jpeg_reduction(b"\xff\xd8 not a jpeg", 100) == 1
+    assert jpeg_reduction_factor(b"\xff\xd8 not a jpeg", 100) == 1
     with pytest.raises(BadFrame, match="not a decodable"):
         decode_image(b"\xff\xd8 not a jpeg", "t", min_side=100)
 
@@ -95,9 +96,9 @@ def test_reduced_camera_frames_give_the_same_model_input(size):
     """A raw frame is box-averaged by 2, 4 or 8 before the gate, as a large JPEG is decoded, its
     blocks lined up with preprocess's centre square: the model input is the full frame's."""
     field = cv2.resize(render_field(np.random.default_rng(3), "Pro", 480), size)
-    small = reduce_frame(field, 224)
+    small = reduce_like_jpeg(field, 224)
     k = {960: 4, 1080: 4, 480: 2, 967: 4}[size[1]]
     assert abs(small.shape[0] - size[1] / k) < 1 and abs(small.shape[1] - size[0] / k) < 1
     np.testing.assert_array_equal(preprocess(small, 224), preprocess(field, 224))
     under_twice = field[:400, :400]
-    assert reduce_frame(under_twice, 224) is under_twice  # 400 // 2 < 224: left as it is
+    assert reduce_like_jpeg(under_twice, 224) is under_twice  # 400 // 2 < 224: left as it is

@@ -7,7 +7,7 @@ from typing import get_args
 import pytest
 
 from edge.backends import CANDIDATES
-from edge.bundle import FileEntry, Manifest
+from edge.manifest import FileEntry, Manifest
 from edge.formats import (
     BACKEND_FOR,
     DEFAULT_FORMATS,

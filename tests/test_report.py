@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.bundle import LABELS
+from edge.manifest import LABELS
 from trainer.baseline import baseline_accuracy, color_features, compare, fit_color_baseline, predict_color_baseline
 from trainer.report import classification_report, expected_calibration_error, format_table
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.bundle import LABELS
+from edge.manifest import LABELS
 from trainer.shifts import LEVELS, SHIFTS, apply_shift, apply_to_batch
 from trainer.synth.fields import render_field
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.bundle import MANIFEST, load_manifest
+from edge.manifest import MANIFEST, load_manifest
 from edge.pack import UnsafeArchive, pack, safe_unpack
 from edge.trust import SIGNATURE, TrustError, load_keys, manifest_sha256, verify_signature
 from leukedge.cli import main

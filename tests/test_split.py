@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.bundle import LABELS
 from edge.errors import BadInput
+from edge.manifest import LABELS
 from trainer.data import BLOCK_SIZE, Item, number_key, remove_duplicates, scan, split_items
 from trainer.run import read_split
 from trainer.split import write_split

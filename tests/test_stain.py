@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from edge import stain
-from edge.bundle import InputSpec, StainNorm, preprocess
 from edge.errors import BadInput
+from edge.manifest import InputSpec
+from edge.pixels import preprocess
+from edge.stain import StainNorm
 from trainer.synth.fields import render_field
 from trainer.synth.style import AZURE_OD, EOSIN_OD
 

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.bundle import LABELS
 from edge.errors import BadInput
+from edge.manifest import LABELS
 from leukedge.cli import main
 from trainer.synth.fields import N_SESSIONS, generate_dataset, image_seed, image_style, render, render_field
 from trainer.synth.style import AZURE_OD, EOSIN_OD, background_tint

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from converter.signing import new_keys, sign
-from edge.bundle import MANIFEST, load_manifest, sha256_file
+from edge.manifest import MANIFEST, load_manifest, sha256_file
 from edge.pack import pack
 from edge.trust import SIGNATURE, manifest_sha256
 from tests.agent_proc import agent_config, logged

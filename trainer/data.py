@@ -17,8 +17,9 @@ from typing import Iterable, NamedTuple, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from edge.bundle import LABELS, InputSpec, preprocess, read_image, sha256_file
 from edge.errors import BadFrame, BadInput
+from edge.manifest import LABELS, InputSpec, sha256_file
+from edge.pixels import preprocess, read_image
 
 log = logging.getLogger(__name__)
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})

@@ -14,8 +14,8 @@ import logging
 import time
 from pathlib import Path
 
-from edge.bundle import LABELS, InputSpec
 from edge.errors import BadInput
+from edge.manifest import LABELS, InputSpec
 from trainer.baseline import baseline_accuracy, compare
 from trainer.data import count_labels, load_images, report_skipped, scan
 from trainer.plots import plot_confusion

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import LABELS
 from edge.errors import BadInput
+from edge.manifest import LABELS
 
 WEIGHTS = "backbone.weights.h5"
 LAMBDA, MU, NU = 25.0, 25.0, 1.0  # VICReg's invariance, variance, covariance weights

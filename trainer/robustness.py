@@ -21,8 +21,10 @@ import numpy as np
 from tqdm import tqdm
 
 from edge.backends import load_for_manifest
-from edge.bundle import LABELS, MANIFEST, InputSpec, StainNorm, load_manifest, preprocess
 from edge.errors import BadInput
+from edge.manifest import LABELS, MANIFEST, InputSpec, load_manifest
+from edge.pixels import preprocess
+from edge.stain import StainNorm
 from edge.stain import fit_stain_norm
 from trainer.baseline import color_features, fit_color_baseline
 from trainer.data import load_images, scan

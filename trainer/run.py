@@ -16,8 +16,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from pydantic import ValidationError
 
-from edge.bundle import LABELS, InputSpec, StainNorm
 from edge.errors import BadInput
+from edge.manifest import LABELS, InputSpec
+from edge.stain import StainNorm
 from trainer.data import SPLITS, Item, load_images
 from trainer.models import ARCHS
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from edge.bundle import LABELS
+from edge.manifest import LABELS
 from trainer.data import SPLITS, Item, count_labels, hash_files
 from trainer.run import SPLIT_FILE, SPLIT_SCHEMA
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import LABELS, InputSpec
 from edge.errors import BadInput
+from edge.manifest import LABELS, InputSpec
 from edge.stain import fit_stain_norm
 from edge.stain import normalize as stain_normalize  # the step preprocess ends with
 from trainer.augment import smote_balance

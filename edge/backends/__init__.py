@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from edge.backends.base import Backend, BackendUnavailable
-from edge.bundle import bundle_path, verify_file
 from edge.errors import BundleError, LeukedgeError
 from edge.formats import run_by
+from edge.manifest import bundle_path, verify_file
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from edge.errors import BadInput
 
 
 class Frame(NamedTuple):
-    image: np.ndarray  # RGB as delivered; the loop checks it with edge.bundle.as_rgb_uint8
+    image: np.ndarray  # RGB as delivered; the loop checks it with edge.pixels.as_rgb_uint8
     index: int  # frame number since the source was opened
     name: str  # file name, or "<uri>#<index>" for cameras and streams
     decode_ms: float  # time to capture or decode this frame

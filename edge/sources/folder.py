@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from edge.bundle import decode_image, read_bytes
 from edge.errors import BadFrame
+from edge.pixels import decode_image, read_bytes
 from edge.sources.base import Frame, Source, SourceError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -22,7 +22,7 @@ class FolderSource(Source):
         self.path = Path(path)
         self.uri = str(path)
         self.max_pixels = max_pixels
-        self.min_side = min_side  # large JPEGs decode reduced, short side >= this (edge.bundle.jpeg_reduction)
+        self.min_side = min_side  # large JPEGs decode reduced, short side >= this (edge.pixels.jpeg_reduction_factor)
         self._files: list[Path] = []
         self._i = 0
 

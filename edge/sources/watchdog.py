@@ -36,7 +36,7 @@ class Watchdog:
         self.min_side = 0  # how small a source may decode a large image (set_min_side)
 
     def set_min_side(self, min_side: int) -> None:
-        """How small the source may decode a large image file (edge.bundle.frame_min_side): set at
+        """How small the source may decode a large image file (edge.pixels.frame_min_side): set at
         start and again when a new bundle's input size changes it; the next reopen keeps it."""
         self.min_side = min_side
         if hasattr(self.src, "min_side"):

@@ -23,8 +23,8 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from edge.bundle import LABELS
 from edge.errors import BadInput
+from edge.manifest import LABELS
 from trainer.augment import grey_axis_rotations
 from trainer.synth.cells import LEUKOCYTE_TYPES, draw_leukocyte, draw_rbcs, place_leukocytes, place_rbcs
 from trainer.synth.style import (LOOKS, class_stain, draw_scale_bar, field_stain, illumination, sample_style,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.bundle import LABELS
 from edge.errors import BadInput, LeukedgeError
+from edge.manifest import LABELS
 from trainer.synth.fields import render_field
 from trainer.synth.style import LOOKS, STAIN_KEYS, illumination, sample_style
 
