@@ -18,7 +18,7 @@ from converter.calibration import select_balanced
 from converter.validate import box_columns, row, run_format, summarize, validation_table
 from edge.argtypes import output_file, positive_int
 from edge.errors import BadInput
-from edge.formats import BACKEND_FOR
+from edge.formats import BACKEND_FOR, REFERENCE_ORDER
 from edge.manifest import bundle_path, load_manifest
 from trainer.data import load_images, report_skipped, scan
 
@@ -48,7 +48,7 @@ def bench(bundle: Path, data: Path, subset: str = "Original", limit: int | None 
         raise BadInput(f"{bundle}: no file that runs on this machine ({[e.format for e in manifest.files]})")
     paths = {e.format: bundle_path(bundle, e) for e in runnable}  # never a file outside the bundle
     outputs = {e.format: run_format(paths[e.format], e.format, x) for e in runnable}
-    ref_fmt = next((f for f in ("onnx-fp32", "tflite-fp32") if f in outputs), runnable[0].format)
+    ref_fmt = next((f for f in REFERENCE_ORDER if f in outputs), runnable[0].format)
     ref = outputs[ref_fmt][0]
     rows = []
     for e in runnable:  # plain argmax as before, then with TTA and as the box decides (manifest's postprocess)

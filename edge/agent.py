@@ -16,15 +16,18 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from edge import __version__
-from edge.components import Components, build_components, refer_below
+from edge.commands import apply
+from edge.components import Components, build_components, threshold_in_force
 from edge.errors import BadFrame
 from edge.loglimit import LimitedLog
-from edge.messages import SCHEMA, encode, result_payload, utc_now
+from edge.messages import EVENT, RESULT, SAMPLE, SCHEMA, STATS, encode, result_payload, utc_now
 from edge.pixels import as_rgb_uint8, frame_min_side, preprocess_rgb, reduce_like_jpeg
 from edge.postprocess import classify
-from edge.sources import END
-from edge.station import Station
+from edge.sources import END, SourceError
+from edge.station import Station, StationView
 from edge.stats import cpu_temperature
+from edge.trust import manifest_sha256
+from edge.update import open_updater
 
 log = logging.getLogger("edge.agent")
 NO_FIELD_FRAMES = 100  # a source with no field after this many frames gets its rejections explained
@@ -75,8 +78,6 @@ class Agent:
                 self.shutdown()
         broken = getattr(self.parts.source, "broken", None)
         if broken:  # after the flush: what was classified is queued; the file itself is bad input
-            from edge.sources import SourceError
-
             raise SourceError(broken)
         return 0
 
@@ -84,16 +85,16 @@ class Agent:
         """One frame: check it, gate it, classify it if it is a new field. Returns the result, if any.
 
         `total` (the result's and the stats') runs from the frame check to the model's answer."""
-        p = self.parts
-        st = p.stats
-        st.frames += 1
-        st.time("decode", frame.decode_ms)
+        parts = self.parts
+        stats = parts.stats
+        stats.frames += 1
+        stats.time("decode", frame.decode_ms)
         t0 = time.perf_counter()
         try:
-            with st.stage("gate"):
+            with stats.stage("gate"):
                 raw = as_rgb_uint8(frame.image, self.cfg.source.max_pixels)
-                rgb = reduce_like_jpeg(raw, p.min_side)
-                verdict = p.gate.check(rgb, still=frame.still)
+                rgb = reduce_like_jpeg(raw, parts.min_side)
+                verdict = parts.gate.check(rgb, still=frame.still)
         except BadFrame as exc:
             return self._bad_frame(frame.name, exc)
         if self.station is not None:
@@ -103,34 +104,34 @@ class Agent:
         # The frame's hash (a raw camera frame is megabytes: docs/edge.md) runs beside preprocessing
         # and the model: hashlib releases the GIL, and the answer does not wait for it.
         digest = self._hasher.submit(frame_sha256, frame.file, raw)
-        with st.stage("pre"):
-            x = preprocess_rgb(rgb, p.manifest.input)
-        with st.stage("invoke"):  # all TTA passes and the manifest's post-processing
-            probs = classify(p.backend.infer, x, p.manifest.postprocess)
+        with stats.stage("pre"):
+            x = preprocess_rgb(rgb, parts.manifest.input)
+        with stats.stage("invoke"):  # all TTA passes and the manifest's post-processing
+            probs = classify(parts.backend.infer, x, parts.manifest.postprocess)
         self.seq += 1
-        st.time("total", _ms_since(t0))
+        stats.time("total", _ms_since(t0))
         result = self.build_result(rgb, verdict.focus, probs, digest.result(),
-                                   pre=st.last["pre"], invoke=st.last["invoke"], total=st.last["total"])
-        self.emit("result", result)
-        self.emit("sample", p.samples.add(self.seq, probs))
-        st.fields += 1
-        st.time("overhead", frame.decode_ms + _ms_since(t0) - st.last["invoke"])
+                                   pre=stats.last["pre"], invoke=stats.last["invoke"], total=stats.last["total"])
+        self.emit(RESULT, result)
+        self.emit(SAMPLE, parts.samples.add(self.seq, probs))
+        stats.fields += 1
+        stats.time("overhead", frame.decode_ms + _ms_since(t0) - stats.last["invoke"])
         return result
 
     def housekeeping(self) -> None:
         """Between frames: commands, idle samples, PUBACKs and backlog, periodic stats."""
-        p = self.parts
-        while p.publisher.commands:
-            self.command(p.publisher.commands.popleft())
-        self.emit("sample", p.samples.tick())
-        p.outbox.flush()  # messages held in memory while the disk refused writes
-        if p.results:
-            p.results.flush()
+        parts = self.parts
+        while parts.publisher.commands:
+            self.command(parts.publisher.commands.popleft())
+        self.emit(SAMPLE, parts.samples.tick())
+        parts.outbox.flush()  # messages held in memory while the disk refused writes
+        if parts.results:
+            parts.results.flush()
         if self.updater is not None:
             self._updates()
-        p.publisher.pump()
+        parts.publisher.pump()
         if self.station is not None:
-            self.station.tick(self)
+            self.station.tick()
         now = time.monotonic()
         if now >= self._next_stats:
             self._next_stats = now + self.cfg.mqtt.stats_interval_s
@@ -139,62 +140,51 @@ class Agent:
     # ------------------------------------------------------------------ stages
 
     def start(self) -> None:
-        from edge.update import open_updater
-
         cfg = self.cfg
-        self.updater = up = open_updater(cfg)  # None without trust keys: only `bundle:` runs, no updates
-        self.parts = p = build_components(cfg, self.source, up.start_bundle() if up else None)
-        if up:
-            up.started(p.bundle, p.manifest, p.backend, p.entry)
-            p.publisher.chunk_limit = cfg.update.max_bytes
-        p.publisher.set_info(self.info())
-        p.publisher.start()
-        if up:
-            up.start()
+        self.updater = updater = open_updater(cfg)  # None without trust keys: only `bundle:` runs, no updates
+        self.parts = parts = build_components(cfg, self.source, updater.start_bundle() if updater else None)
+        if updater:
+            updater.started(parts.bundle, parts.manifest, parts.backend, parts.entry)
+            parts.publisher.chunk_limit = cfg.update.max_bytes
+        parts.publisher.set_info(self.info())
+        parts.publisher.start()
+        if updater:
+            updater.start()
         self._next_stats = time.monotonic() + cfg.mqtt.stats_interval_s
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="frame-hash")
-        log.info("agent %s: %s on %s, source %s, mqtt %s, outbox backlog %d", cfg.device_id, p.entry.path,
-                 p.backend.name, cfg.source.safe_uri, cfg.mqtt.safe_url, p.outbox.rows)
-        self.station = Station.start(self)
+        log.info("agent %s: %s on %s, source %s, mqtt %s, outbox backlog %d", cfg.device_id, parts.entry.path,
+                 parts.backend.name, cfg.source.safe_uri, cfg.mqtt.safe_url, parts.outbox.rows)
+        self.station = Station.start(cfg, self.info(), command=self.command, view=self.station_view)
 
     def build_result(self, rgb, focus: float, probs, sha256: str | None = None, **latency) -> dict:
         """The result message; frame.sha256 as `frame_sha256` gives it (of the pixels when not given)."""
-        p = self.parts
-        m, field = p.manifest, p.samples.field_number()  # may open a sample: first
+        parts = self.parts
+        field = parts.samples.field_number()  # may open a sample: first
         frame = {"sha256": sha256 or frame_sha256(None, rgb),
                  "w": int(rgb.shape[1]), "h": int(rgb.shape[0]), "focus": round(focus, 4)}
         return result_payload(
-            msg_id=f"{self.cfg.device_id}-{p.boot}-{self.seq}", seq=self.seq, sample_id=p.samples.sample_id,
-            field=field, probs=probs, labels=m.labels, refer_below=p.samples.refer_below,
-            latency_ms=latency, model_sha256=p.entry.sha256, frame=frame)
+            msg_id=f"{self.cfg.device_id}-{parts.boot}-{self.seq}", seq=self.seq,
+            sample_id=parts.samples.sample_id, field=field, probs=probs, labels=parts.manifest.labels,
+            refer_below=parts.samples.refer_below, latency_ms=latency, model_sha256=parts.entry.sha256, frame=frame)
 
     def emit(self, kind: str, payload: dict | None) -> None:
         """Outbox first (durable), local log, then hand to MQTT."""
         if payload is None:
             return
-        p = self.parts
-        with p.stats.stage("outbox"):
-            p.outbox.put(p.publisher.topic(kind), encode(payload))
-            if p.results:
-                p.results.write(kind, payload)
-        with p.stats.stage("publish"):
-            p.publisher.pump()
+        parts = self.parts
+        with parts.stats.stage("outbox"):
+            parts.outbox.put(parts.publisher.topic(kind), encode(payload))
+            if parts.results:
+                parts.results.write(kind, payload)
+        with parts.stats.stage("publish"):
+            parts.publisher.pump()
         if self.station is not None:
             self.station.on_message(kind, payload)
 
     def command(self, cmd) -> None:
+        """A validated command (MQTT or the station page), applied between two frames."""
         log.info("command %s %s", cmd.name, cmd.sample_id or "")
-        samples = self.parts.samples
-        if cmd.name == "sample/start":
-            self.emit("sample", samples.open(cmd.sample_id))
-        elif cmd.name == "sample/end":
-            self.emit("sample", samples.close("command"))
-        elif cmd.name == "sample/id":
-            samples.set_id(cmd.sample_id)
-        elif cmd.name == "bundle/chunk" and self.updater:
-            self.updater.submit_chunk(cmd.body)
-        elif cmd.name == "bundle/rollback" and self.updater:
-            self.updater.submit_rollback(cmd.body["factory"])
+        self.emit(SAMPLE, apply(cmd, self.parts.samples, self.updater))
 
     # ------------------------------------------------------------------ bundle updates (edge/update.py)
 
@@ -203,55 +193,63 @@ class Agent:
             if kind == "ready":
                 self.switch_bundle(item)
             elif kind == "status":  # transfer progress: for the sender, not kept
-                self.parts.publisher.publish_now("event", item)
+                self.parts.publisher.publish_now(EVENT, item)
             elif kind == "event":
-                self.emit("event", item)
+                self.emit(EVENT, item)
 
     def switch_bundle(self, ready) -> None:
         """Between two frames: close the open sample, swap the model, record it, announce it."""
-        p, t0 = self.parts, time.perf_counter()
-        self.emit("sample", p.samples.close("model_change"))
-        old = p.backend
-        p.bundle, p.manifest, p.backend, p.entry = ready.path, ready.manifest, ready.backend, ready.entry
-        s = p.samples
-        s.labels, s.refer_below, s.model_sha256 = p.manifest.labels, refer_below(self.cfg, p.manifest), p.entry.sha256
-        s.pooling = p.manifest.postprocess.pool
+        parts, t0 = self.parts, time.perf_counter()
+        self.emit(SAMPLE, parts.samples.close("model_change"))
+        old = parts.backend
+        parts.bundle, parts.manifest, parts.backend, parts.entry = ready.path, ready.manifest, ready.backend, ready.entry
+        manifest = parts.manifest
+        parts.samples.use_model(manifest.labels, threshold_in_force(self.cfg, manifest), parts.entry.sha256,
+                                manifest.postprocess.pool)
         old.close()
-        p.min_side = frame_min_side(p.manifest.input, self.cfg.gate.analysis_width)
-        p.source.set_min_side(p.min_side)
+        parts.min_side = frame_min_side(manifest.input, self.cfg.gate.analysis_width)
+        parts.source.set_min_side(parts.min_side)
         event = self.updater.commit(ready)
-        p.publisher.set_info(self.info())
-        self.emit("event", event)
+        parts.publisher.set_info(self.info())
+        self.emit(EVENT, event)
         log.info("bundle %s: now %s release %s (%s) on %s; loop paused %.1f ms for the switch", ready.status,
-                 p.manifest.name, p.manifest.release, ready.sha[:12], p.backend.name, _ms_since(t0))
+                 manifest.name, manifest.release, ready.sha[:12], parts.backend.name, _ms_since(t0))
 
     def info(self) -> dict:
-        from edge.trust import manifest_sha256
-
-        p, cfg, up = self.parts, self.cfg, self.updater
-        m = p.manifest
-        bundle = {"name": m.name, "arch": m.arch, "format": p.entry.format, "model_sha256": p.entry.sha256,
-                  "manifest_sha256": manifest_sha256(p.bundle), "release": m.release,
-                  "signed_by": up.signer if up else None, "factory": up is None or up.running[0] == up.factory_sha,
-                  "tta": m.postprocess.tta, "postprocess": m.postprocess.model_dump()}
-        thresholds = {**m.thresholds.model_dump(), "refer_below": p.samples.refer_below,
-                      "manifest_refer_below": m.thresholds.refer_below,
+        parts, cfg, updater = self.parts, self.cfg, self.updater
+        manifest = parts.manifest
+        factory = updater is None or updater.running[0] == updater.factory_sha
+        bundle = {"name": manifest.name, "arch": manifest.arch, "format": parts.entry.format,
+                  "model_sha256": parts.entry.sha256, "manifest_sha256": manifest_sha256(parts.bundle),
+                  "release": manifest.release, "signed_by": updater.signer if updater else None, "factory": factory,
+                  "tta": manifest.postprocess.tta, "postprocess": manifest.postprocess.model_dump()}
+        thresholds = {**manifest.thresholds.model_dump(), "refer_below": parts.samples.refer_below,
+                      "manifest_refer_below": manifest.thresholds.refer_below,
                       "refer_below_source": "manifest" if cfg.thresholds.refer_below is None else "config"}
-        return {"schema": SCHEMA, "device": cfg.device_id, "agent_version": __version__, "boot": p.boot,
-                "bundle": bundle, "backend": p.backend.name, "model_file": p.entry.path, "labels": m.labels,
-                "thresholds": thresholds, "source": cfg.source.safe_uri, "gate": cfg.gate.mode,
-                "ts": utc_now()}
+        return {"schema": SCHEMA, "device": cfg.device_id, "agent_version": __version__, "boot": parts.boot,
+                "bundle": bundle, "backend": parts.backend.name, "model_file": parts.entry.path,
+                "labels": manifest.labels, "thresholds": thresholds, "source": cfg.source.safe_uri,
+                "gate": cfg.gate.mode, "ts": utc_now()}
+
+    def station_view(self) -> StationView:
+        """What the station page's snapshot reads, lent for one snapshot in the loop thread."""
+        parts, cfg = self.parts, self.cfg
+        return StationView(info=self.info, model_sha256=parts.entry.sha256, stats=parts.stats, pool=parts.samples,
+                           link=parts.publisher.stats(), source=parts.source.stats(), outbox=parts.outbox,
+                           results=parts.results, camera_uri=cfg.source.safe_uri, mqtt_enabled=cfg.mqtt.url is not None,
+                           broker=cfg.mqtt.safe_url, gate_mode=cfg.gate.mode)
 
     def stats_payload(self) -> dict:
-        p, cfg = self.parts, self.cfg
-        st = p.stats
-        return {"schema": SCHEMA, "ts": utc_now(), "device": cfg.device_id, "uptime_s": st.uptime_s(),
-                "fps": st.fps(), "fields": st.fields, "latency_ms": st.percentiles(),
-                "outbox": {**p.outbox.stats(), "inflight": p.publisher.inflight},
-                "result_log": p.results.stats() if p.results else None,
-                "frames": st.frame_counts(), "gate_rejected": dict(p.gate.rejected), "backend": p.backend.name,
-                "source": {"uri": cfg.source.safe_uri, **p.source.stats()}, "mqtt": p.publisher.stats(),
-                "samples_closed": p.samples.closed, "cpu_temp_c": cpu_temperature()}
+        parts, cfg = self.parts, self.cfg
+        stats = parts.stats
+        return {"schema": SCHEMA, "ts": utc_now(), "device": cfg.device_id, "uptime_s": stats.uptime_s(),
+                "fps": stats.fps(), "fields": stats.fields, "latency_ms": stats.percentiles(),
+                "outbox": {**parts.outbox.stats(), "inflight": parts.publisher.inflight},
+                "result_log": parts.results.stats() if parts.results else None,
+                "frames": stats.frame_counts(), "gate_rejected": dict(parts.gate.rejected),
+                "backend": parts.backend.name, "source": {"uri": cfg.source.safe_uri, **parts.source.stats()},
+                "mqtt": parts.publisher.stats(), "samples_closed": parts.samples.closed,
+                "cpu_temp_c": cpu_temperature()}
 
     def publish_stats(self) -> dict:
         payload = self.stats_payload()
@@ -260,31 +258,31 @@ class Agent:
         log.info("stats: %.1f fps, %d fields, backlog %d%s, dropped %d, bad frames %d, source %s",
                  payload["fps"], payload["fields"], ob["backlog"], disk, ob["dropped"],
                  payload["frames"]["bad"], payload["source"]["state"])
-        self.parts.publisher.publish_now("stats", payload)
+        self.parts.publisher.publish_now(STATS, payload)
         return payload
 
     def shutdown(self) -> None:
         """Close the open sample, wait (bounded) for the backlog to be acknowledged, say `offline`."""
-        p = self.parts
+        parts = self.parts
         self._hasher.shutdown()
         if self.station is not None:
             self.station.stop()
-        if not p.stats.fields and p.stats.frames:
+        if not parts.stats.fields and parts.stats.frames:
             self._explain_no_field()
-        self.emit("sample", p.samples.close("shutdown"))
+        self.emit(SAMPLE, parts.samples.close("shutdown"))
         if self.updater:
             self.updater.stop()
         deadline = time.monotonic() + self.cfg.drain_timeout_s
-        while not p.publisher.drained() and time.monotonic() < deadline and self.signals < 2:
-            p.publisher.pump()
+        while not parts.publisher.drained() and time.monotonic() < deadline and self.signals < 2:
+            parts.publisher.pump()
             time.sleep(0.01)
         self.publish_stats()
-        p.publisher.stop()
-        p.source.close()
-        if p.results:
-            p.results.close()
-        p.outbox.close()
-        log.info("agent stopped: %d fields, %d still queued in the outbox", p.stats.fields, p.outbox.rows)
+        parts.publisher.stop()
+        parts.source.close()
+        if parts.results:
+            parts.results.close()
+        parts.outbox.close()
+        log.info("agent stopped: %d fields, %d still queued in the outbox", parts.stats.fields, parts.outbox.rows)
 
     # ------------------------------------------------------------------ helpers
 
@@ -300,11 +298,11 @@ class Agent:
         """Count by the reason set where the frame was refused; name it in the results log when it
         comes from a file, once (a live source's flood and a looped folder's replays are only
         counted, so they cannot rotate results out of the log)."""
-        p = self.parts
-        p.stats.bad[exc.reason] += 1
+        parts = self.parts
+        parts.stats.bad[exc.reason] += 1
         self._bad_log.warning("bad frame skipped (%s): %s", exc.reason, exc)
-        if p.results and not getattr(p.source, "live", False) and not getattr(p.source, "eofs", 0):
-            p.results.write("skipped", {"ts": utc_now(), "frame": exc.frame or name, "reason": exc.reason,
+        if parts.results and not getattr(parts.source, "live", False) and not getattr(parts.source, "eofs", 0):
+            parts.results.write("skipped", {"ts": utc_now(), "frame": exc.frame or name, "reason": exc.reason,
                                         "detail": str(exc)})
 
     def _explain_no_field(self) -> None:
@@ -312,12 +310,12 @@ class Agent:
         if self._no_field_said:
             return
         self._no_field_said = True
-        p = self.parts
-        bad = p.stats.bad
-        why = [p.gate.explain()] if sum(p.gate.rejected.values()) else []
+        parts = self.parts
+        bad = parts.stats.bad
+        why = [parts.gate.explain()] if sum(parts.gate.rejected.values()) else []
         if bad:
             why.append(f"{sum(bad.values())} bad frames ({', '.join(f'{k} {v}' for k, v in bad.most_common())})")
-        log.warning("no field in the first %d frames: %s", p.stats.frames, "; ".join(why))
+        log.warning("no field in the first %d frames: %s", parts.stats.frames, "; ".join(why))
 
     def linger(self) -> None:
         """After a finite source: keep the page, commands and MQTT up for `ui.linger_s` (-1: until stopped)."""
@@ -340,12 +338,12 @@ class Agent:
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        old = {s: signal.signal(s, self.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        old = {signum: signal.signal(signum, self.request_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
         try:
             yield
         finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
+            for signum, handler in old.items():
+                signal.signal(signum, handler)
 
 
 def _ms_since(t0: float) -> float:

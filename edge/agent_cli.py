@@ -16,6 +16,7 @@ from edge.manifest import load_manifest
 from edge.messages import topic
 from edge.publisher import probe
 from edge.sources import make_source
+from edge.trust import load_keys, verify_signature
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,8 +72,6 @@ def check(cfg) -> int:
     print(f"bundle    ok: {manifest.name} ({manifest.arch}), labels {', '.join(manifest.labels)}, "
           f"{len(manifest.files)} files sha256-verified, refer below {manifest.thresholds.refer_below}")
     if cfg.trust.keys:
-        from edge.trust import load_keys, verify_signature
-
         key = verify_signature(cfg.bundle, load_keys(cfg.trust.keys))
         print(f"trust     ok: release {manifest.release} signed by {key.fingerprint}; updates into {cfg.store}")
     b = cfg.backend

@@ -3,20 +3,21 @@ JSON payloads, validated.
 
 Nothing else is executed. Retained messages are ignored by the publisher before they
 get here (a stale retained "start" must not open a sample on every reconnect).
+`REGISTRY` is the one list of commands: each name with how its payload is read and
+what applying it does; the agent, MQTT and the station page all go through it.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Literal, NamedTuple
+from typing import Callable, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from edge.errors import first_problem
+from edge.chunks import BadChunk, parse_chunk
+from edge.errors import json_object, validated
 
 MAX_PAYLOAD = 1024
 SAMPLE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"  # opaque lab id: no spaces, no free text
-COMMANDS = ("sample/start", "sample/end", "sample/id", "bundle/chunk", "bundle/rollback")
 
 
 class BadCommand(ValueError):
@@ -24,7 +25,7 @@ class BadCommand(ValueError):
 
 
 class Command(NamedTuple):
-    name: Literal["sample/start", "sample/end", "sample/id", "bundle/chunk", "bundle/rollback"]
+    name: str  # a key of REGISTRY
     sample_id: str | None = None
     body: object = None  # bundle/chunk: an edge.chunks.Chunk; bundle/rollback: {"factory": bool}
 
@@ -39,29 +40,15 @@ class _Payload(BaseModel):
     sample_id: str | None = Field(None, pattern=SAMPLE_ID)
 
 
-def parse(name: str, payload: bytes, chunk_limit: int = 0) -> Command:
-    """Topic suffix after `cmd/` and the raw payload -> Command, or BadCommand saying why.
-
-    `chunk_limit` is update.max_bytes on a box that takes updates (trust keys), else 0:
-    bundle commands are then refused like unknown ones."""
-    if name not in COMMANDS:
-        raise BadCommand(f"unknown command {name[:64]!r} (known: {', '.join(COMMANDS)})")
-    if name.startswith("bundle/"):
-        return _bundle(name, payload, chunk_limit)
+def _small_object(name: str, payload: bytes) -> dict:
+    """A command's payload as a JSON object (empty = {}), at most MAX_PAYLOAD bytes."""
     if len(payload) > MAX_PAYLOAD:
         raise BadCommand(f"{name}: payload of {len(payload)} bytes is over {MAX_PAYLOAD}")
-    data = {}
-    if payload.strip():
-        try:
-            data = json.loads(payload)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadCommand(f"{name}: payload is not JSON") from None
-        if not isinstance(data, dict):
-            raise BadCommand(f"{name}: payload must be a JSON object")
-    try:
-        body = _Payload.model_validate(data)
-    except ValidationError as exc:
-        raise BadCommand(f"{name}: {first_problem(exc, top='payload')}") from None
+    return json_object(payload, f"{name} payload", BadCommand) if payload.strip() else {}
+
+
+def _sample(name: str, payload: bytes, chunk_limit: int) -> Command:
+    body = validated(_Payload, _small_object(name, payload), f"{name} payload", BadCommand)
     if name == "sample/id" and body.sample_id is None:
         raise BadCommand("sample/id: sample_id is required")
     if name == "sample/end" and body.sample_id is not None:
@@ -69,20 +56,64 @@ def parse(name: str, payload: bytes, chunk_limit: int = 0) -> Command:
     return Command(name, body.sample_id)
 
 
-def _bundle(name: str, payload: bytes, chunk_limit: int) -> Command:
+def _needs_updates(name: str, chunk_limit: int) -> None:
     if not chunk_limit:
         raise BadCommand(f"{name}: this box takes no updates (no trust.keys configured)")
-    if name == "bundle/chunk":
-        from edge.chunks import BadChunk, parse_chunk
 
-        try:
-            return Command(name, None, parse_chunk(payload, chunk_limit))
-        except BadChunk as exc:
-            raise BadCommand(f"{name}: {exc}") from None
-    if len(payload) > MAX_PAYLOAD:
-        raise BadCommand(f"{name}: payload of {len(payload)} bytes is over {MAX_PAYLOAD}")
+
+def _chunk(name: str, payload: bytes, chunk_limit: int) -> Command:
+    _needs_updates(name, chunk_limit)
     try:
-        body = _Rollback.model_validate_json(payload or b"{}")
-    except ValidationError as exc:
-        raise BadCommand(f"{name}: {exc.errors()[0]['msg']}") from None
+        return Command(name, None, parse_chunk(payload, chunk_limit))
+    except BadChunk as exc:
+        raise BadCommand(f"{name}: {exc}") from None
+
+
+def _rollback(name: str, payload: bytes, chunk_limit: int) -> Command:
+    _needs_updates(name, chunk_limit)
+    body = validated(_Rollback, _small_object(name, payload), f"{name} payload", BadCommand)
     return Command(name, None, {"factory": body.factory})
+
+
+class Kind(NamedTuple):
+    """One command: how its payload is read, and what it does to the sample pool or the updater
+    (the return value is a `sample` message to send, when the command closed one)."""
+
+    parse: Callable[[str, bytes, int], Command]
+    apply: Callable[[Command, object, object], dict | None]  # (command, SamplePool, Updater or None)
+
+
+def _chunk_to(updater, cmd: Command) -> None:
+    if updater:
+        updater.submit_chunk(cmd.body)
+
+
+def _rollback_to(updater, cmd: Command) -> None:
+    if updater:
+        updater.submit_rollback(cmd.body["factory"])
+
+
+REGISTRY: dict[str, Kind] = {
+    "sample/start": Kind(_sample, lambda cmd, samples, updater: samples.open(cmd.sample_id)),
+    "sample/end": Kind(_sample, lambda cmd, samples, updater: samples.close("command")),
+    "sample/id": Kind(_sample, lambda cmd, samples, updater: samples.set_id(cmd.sample_id)),
+    "bundle/chunk": Kind(_chunk, lambda cmd, samples, updater: _chunk_to(updater, cmd)),
+    "bundle/rollback": Kind(_rollback, lambda cmd, samples, updater: _rollback_to(updater, cmd)),
+}
+COMMANDS: tuple[str, ...] = tuple(REGISTRY)
+
+
+def parse(name: str, payload: bytes, chunk_limit: int = 0) -> Command:
+    """Topic suffix after `cmd/` and the raw payload -> Command, or BadCommand saying why.
+
+    `chunk_limit` is update.max_bytes on a box that takes updates (trust keys), else 0:
+    bundle commands are then refused like unknown ones."""
+    kind = REGISTRY.get(name)
+    if kind is None:
+        raise BadCommand(f"unknown command {name[:64]!r} (known: {', '.join(COMMANDS)})")
+    return kind.parse(name, payload, chunk_limit)
+
+
+def apply(cmd: Command, samples, updater) -> dict | None:
+    """Do what a parsed command says; returns the `sample` message it closed, if any."""
+    return REGISTRY[cmd.name].apply(cmd, samples, updater)

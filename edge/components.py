@@ -40,8 +40,9 @@ class Components:
     min_side: int  # edge.pixels.frame_min_side for this bundle: set here and at a bundle switch
 
 
-def refer_below(cfg, manifest: Manifest) -> float:
-    """The lab's local threshold (config `thresholds.refer_below`) wins over the manifest's."""
+def threshold_in_force(cfg, manifest: Manifest) -> float:
+    """The `refer_below` the box applies: the lab's local threshold (config
+    `thresholds.refer_below`) wins over the manifest's."""
     local = cfg.thresholds.refer_below
     return manifest.thresholds.refer_below if local is None else local
 
@@ -66,12 +67,12 @@ def build_components(cfg, source: Watchdog | None = None, bundle: Path | None = 
         # than the model input and the gate's copy need: a 1280x960 file at 320x240 for a 224 px
         # model; what it saves and how little the model input changes: docs/edge.md.
         source = open_watchdog(cfg.source, min_side=min_side)
-    o, r = cfg.outbox, cfg.result_log
-    outbox = Outbox(o.path, o.max_rows, o.max_bytes, o.synchronous, o.memory_rows)
+    ob, log_cfg = cfg.outbox, cfg.result_log
+    outbox = Outbox(ob.path, ob.max_rows, ob.max_bytes, ob.synchronous, ob.memory_rows)
     boot = outbox.next_boot()
-    samples = SamplePool(cfg.sample, cfg.device_id, boot, manifest.labels, refer_below(cfg, manifest), entry.sha256,
-                         manifest.postprocess.pool)
-    results = ResultLog(r.path, r.max_bytes, r.backups, o.memory_rows) if r.path else None
+    samples = SamplePool(cfg.sample, cfg.device_id, boot, manifest.labels, threshold_in_force(cfg, manifest),
+                         entry.sha256, manifest.postprocess.pool)
+    results = ResultLog(log_cfg.path, log_cfg.max_bytes, log_cfg.backups, ob.memory_rows) if log_cfg.path else None
     publisher = Publisher(cfg.mqtt, cfg.device_id, outbox) if cfg.mqtt.url else Offline(cfg.mqtt, cfg.device_id)
     return Components(bundle=bundle, manifest=manifest, entry=entry, backend=backend, source=source, outbox=outbox,
                       boot=boot, samples=samples, gate=Gate(cfg.gate), stats=Stats(), results=results, publisher=publisher,

@@ -16,10 +16,10 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge.backends import NAMES
-from edge.errors import BadInput, first_problem, read_input
+from edge.errors import BadInput, read_input, validated
 from edge.messages import DEFAULT_PREFIX
 from edge.redact import redact_url
 
@@ -351,10 +351,7 @@ def prune(flags: dict) -> dict:
 
 
 def validate(data: dict, origin: str = "config") -> AgentConfig:
-    try:
-        return AgentConfig.model_validate(data)
-    except ValidationError as exc:
-        raise BadInput(f"{origin}: field {first_problem(exc)}") from None
+    return validated(AgentConfig, data, origin)
 
 
 def load_config(path: Path | None = None, overrides: dict | None = None, env=None) -> AgentConfig:

@@ -18,10 +18,24 @@ SCHEMA = 1
 DEFAULT_PREFIX = "leukedge"  # the first topic level unless `mqtt.prefix` says otherwise
 
 
+# The topic leaves under `<prefix>/<device>/`: the one table. The clinic bridge
+# (deploy/mosquitto/bridge.conf) and the broker's ACL (deploy/mosquitto/add-device.sh) are
+# tested against it.
+RESULT, SAMPLE, EVENT, STATS, STATUS, INFO = "result", "sample", "event", "stats", "status", "info"
+UP_QOS: dict[str, int] = {RESULT: 1, SAMPLE: 1, STATUS: 1, INFO: 1, EVENT: 1, STATS: 0}  # device -> broker
+CMD = "cmd"  # commands come down on cmd/<name> (edge.commands.REGISTRY)
+ALL_COMMANDS = f"{CMD}/#"
+
+
 def topic(prefix: str, device_id: str, name: str) -> str:
-    """`<prefix>/<device>/<name>`: the one place a topic is spelled (result, sample, stats,
-    status, info, cmd/...; `#` for a subscriber that wants them all)."""
+    """`<prefix>/<device>/<name>`: the one place a topic is spelled (a leaf above, `cmd/<name>`
+    from `command_leaf`, `#` for a subscriber that wants them all; `+` for any device)."""
     return f"{prefix}/{device_id}/{name}"
+
+
+def command_leaf(name: str) -> str:
+    """The leaf a command travels on, e.g. `cmd/sample/start`."""
+    return f"{CMD}/{name}"
 
 
 def utc_now() -> str:

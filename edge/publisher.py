@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from edge.commands import BadCommand, Command, parse
 from edge.errors import BadInput
-from edge.messages import encode, topic
+from edge.messages import ALL_COMMANDS, INFO, STATUS, command_leaf, encode, topic
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class Publisher(_Link):
                 raise BadInput(f"mqtt.tls ({files or 'system CAs'}): cannot be used ({exc})") from None
             if t.insecure:
                 c.tls_insecure_set(True)
-        c.will_set(self.topic("status"), "offline", qos=1, retain=True)
+        c.will_set(self.topic(STATUS), "offline", qos=1, retain=True)
         c.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
         c.max_inflight_messages_set(cfg.inflight)
         c.on_connect, c.on_disconnect, c.on_connect_fail = self._on_connect, self._on_disconnect, self._on_connect_fail
@@ -150,15 +150,15 @@ class Publisher(_Link):
         self.connects += 1
         self._state(None)
         log.info("connected to %s:%d as %s (MQTT %s)", self.host, self.port, self.client_id, self.cfg.protocol)
-        client.publish(self.topic("status"), "online", qos=1, retain=True)
+        client.publish(self.topic(STATUS), "online", qos=1, retain=True)
         if self.info is not None:
-            client.publish(self.topic("info"), encode(self.info), qos=1, retain=True)
+            client.publish(self.topic(INFO), encode(self.info), qos=1, retain=True)
         if self.cfg.protocol == "5":  # Retain As Published: a live retained command keeps its flag (and is ignored)
             from paho.mqtt.subscribeoptions import SubscribeOptions
 
-            client.subscribe(self.topic("cmd/#"), options=SubscribeOptions(qos=1, retainAsPublished=True))
+            client.subscribe(self.topic(ALL_COMMANDS), options=SubscribeOptions(qos=1, retainAsPublished=True))
         else:
-            client.subscribe(self.topic("cmd/#"), qos=1)
+            client.subscribe(self.topic(ALL_COMMANDS), qos=1)
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
@@ -175,7 +175,7 @@ class Publisher(_Link):
             log.info("ignored retained command on %s", msg.topic)
             return
         try:
-            self.commands.append(parse(msg.topic.removeprefix(self.topic("cmd/")), msg.payload, self.chunk_limit))
+            self.commands.append(parse(msg.topic.removeprefix(self.topic(command_leaf(""))), msg.payload, self.chunk_limit))
             self.cmd_ok += 1
         except BadCommand as exc:
             self.cmd_bad += 1
@@ -186,7 +186,7 @@ class Publisher(_Link):
     def set_info(self, info: dict) -> None:
         self.info = info
         if self.connected.is_set():
-            self.client.publish(self.topic("info"), encode(info), qos=1, retain=True)
+            self.client.publish(self.topic(INFO), encode(info), qos=1, retain=True)
 
     def pump(self, flush: bool = False) -> None:
         """Delete acknowledged rows (in batches: one transaction for many PUBACKs); hand the
@@ -231,7 +231,7 @@ class Publisher(_Link):
         self._stopping = True
         self.pump(flush=True)
         if self.connected.is_set():
-            info = self.client.publish(self.topic("status"), "offline", qos=1, retain=True)
+            info = self.client.publish(self.topic(STATUS), "offline", qos=1, retain=True)
             deadline = time.monotonic() + timeout
             while not info.is_published() and self.connected.is_set() and time.monotonic() < deadline:
                 time.sleep(0.01)

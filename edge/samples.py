@@ -27,12 +27,18 @@ class Sample:
 class SamplePool:
     def __init__(self, cfg, device_id: str, boot: int, labels: list[str], refer_below: float, model_sha256: str,
                  pooling: str = "mean_prob"):
-        self.cfg, self.labels, self.refer_below, self.model_sha256 = cfg, labels, refer_below, model_sha256
-        self.pooling = pooling  # the manifest's postprocess.pool
+        self.cfg = cfg
+        self.use_model(labels, refer_below, model_sha256, pooling)
         self.prefix = f"{device_id}-{boot}"
         self.current: Sample | None = None
         self.next_id: str | None = None  # set by `sample/id` while none is open
         self.closed = 0
+
+    def use_model(self, labels: list[str], refer_below: float, model_sha256: str, pooling: str = "mean_prob") -> None:
+        """What the running model decides with: at start and after a bundle switch (which closes the
+        open sample first, so no sample mixes two models)."""
+        self.labels, self.refer_below, self.model_sha256 = labels, refer_below, model_sha256
+        self.pooling = pooling  # the manifest's postprocess.pool
 
     def open(self, sample_id: str | None = None, now: float | None = None) -> dict | None:
         """Start a sample; returns the message of the one it closes, if any."""

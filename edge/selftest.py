@@ -4,15 +4,9 @@ The converter writes `selftest.npz` (`images`: N x H x W x 3 uint8, model input 
 box feeds it; `expected_<format>`: N x C raw outputs of each format it could run).
 Before the agent switches to a new bundle it runs the loaded backend on those images
 and compares raw outputs, before any post-processing: top-1 must match on every image
-and every probability must agree within the backend's tolerance. A box whose runtime
-or accelerator computes different answers refuses the model instead of misclassifying.
-
-Tolerances (absolute, on probabilities):
-- tflite-int8 on a CPU runtime: one quantization step of the output (its scale);
-- tflite-edgetpu: three steps (the Edge TPU requantizes with its own rounding),
-  against the int8 file's expected outputs;
-- onnx-qdq / onnx-fp32 on ONNX Runtime's CPU provider: 0.02; on TensorRT or CUDA: 0.05;
-- tflite-fp32: 0.001; tflite-fp16: 0.01.
+and every probability must agree within the format's tolerance (edge.formats.TABLE, the
+`selftest` column). A box whose runtime or accelerator computes different answers
+refuses the model instead of misclassifying.
 """
 
 from __future__ import annotations
@@ -24,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from edge.errors import BundleError
+from edge.formats import BY_NAME
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +26,6 @@ FILE = "selftest.npz"
 FORMAT = "selftest"
 BUDGET_BYTES = 620_000  # raw image bytes: 4 images at 224 px, more at smaller sizes
 MAX_IMAGES = 8
-EXPECTED_FOR = {"tflite-edgetpu": "tflite-int8"}  # which measured outputs a format is held to
-STEPS = {"tflite-int8": 1.0, "tflite-edgetpu": 3.0}  # tolerance in output quantization steps
-ABSOLUTE = {"onnx-qdq": 0.02, "onnx-fp32": 0.02, "tflite-fp32": 1e-3, "tflite-fp16": 1e-2}
-ACCELERATED_ONNX = 0.05  # onnxruntime-trt / -cuda
 
 
 class SelfTestFailed(BundleError):
@@ -75,12 +66,14 @@ def write(path: Path, images: np.ndarray, expected: dict[str, np.ndarray]) -> Pa
 
 
 def tolerance(fmt: str, backend_name: str, output_quant) -> float:
-    if fmt in STEPS:
+    """The largest output difference the self-test accepts for `fmt` run by `backend_name`."""
+    tol = BY_NAME[fmt].selftest
+    if tol.in_steps:
         scale = output_quant.scale if output_quant is not None and output_quant.scale > 0 else 1 / 256
-        return STEPS[fmt] * scale + 1e-6
-    if fmt.startswith("onnx") and ("trt" in backend_name or "cuda" in backend_name):
-        return ACCELERATED_ONNX
-    return ABSOLUTE.get(fmt, 0.02)
+        return tol.value * scale + 1e-6
+    if tol.accelerated is not None and ("trt" in backend_name or "cuda" in backend_name):
+        return tol.accelerated
+    return tol.value
 
 
 def run(bundle_dir: Path, manifest, entry, backend) -> Report | None:
@@ -95,7 +88,7 @@ def run(bundle_dir: Path, manifest, entry, backend) -> Report | None:
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError) as exc:
         raise SelfTestFailed(f"{path}: unreadable self-test ({exc})") from None
-    want_fmt = EXPECTED_FOR.get(entry.format, entry.format)
+    want_fmt = BY_NAME[entry.format].held_to or entry.format
     images, expected = arrays.get("images"), arrays.get(f"expected_{want_fmt}")
     if expected is None:
         log.warning("self-test of %s has no expected outputs for %s: skipped", manifest.name, want_fmt)

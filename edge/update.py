@@ -24,9 +24,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge import selftest
+from edge.backends import load_for_manifest
+from edge.chunks import BadChunk, Reassembler
 from edge.errors import BadInput, BundleError
 from edge.manifest import load_manifest, sha256_file
 from edge.messages import SCHEMA, utc_now
+from edge.pack import safe_unpack
 from edge.store import Store, atomic_write
 from edge.trust import load_keys, manifest_sha256, verify_signature
 
@@ -72,8 +76,6 @@ class Updater:
         self.cfg, self.up = cfg, cfg.update
         self.keys = load_keys(cfg.trust.keys)
         self.store = Store(cfg.store, self.up.keep)
-        from edge.chunks import Reassembler
-
         self.reassembler = Reassembler(self.store.incoming, self.up.max_bytes)
         self.jobs: queue.Queue = queue.Queue()
         self.outcomes: collections.deque = collections.deque()
@@ -144,8 +146,6 @@ class Updater:
     def started(self, path: Path, manifest, backend, entry) -> dict | None:
         """The agent loaded `path`: self-test it (BundleError when this runtime disagrees), note it as running.
         A stored bundle was already self-tested by `start_bundle`: its report is reused."""
-        from edge import selftest
-
         sha = manifest_sha256(path)
         tested, self._start_report = self._start_report, (None, None)
         if tested[0] == sha:
@@ -225,7 +225,6 @@ class Updater:
             self._rollback(*job[1:])
 
     def _chunk(self, chunk) -> None:
-        from edge.chunks import BadChunk
         try:
             progress, pack = self.reassembler.add(chunk)
         except (BadChunk, OSError) as exc:
@@ -266,8 +265,6 @@ class Updater:
                 self._drop_seen[p] = key
 
     def _install(self, pack: Path, origin: str, remove: bool, event_file: Path | None, pack_sha: str | None) -> None:
-        from edge.pack import safe_unpack
-
         tmp, sha, release, placed = None, None, None, False
         try:
             size = pack.stat().st_size
@@ -337,9 +334,6 @@ class Updater:
             self._reject(_reason(exc), target, None, event_file, origin=origin, rollback=True)
 
     def _load(self, path, sha, manifest, signer, status, origin, event_file, pack_sha) -> Ready:
-        from edge import selftest
-        from edge.backends import load_for_manifest
-
         b = self.cfg.backend
         backend, entry = load_for_manifest(path, manifest, backend=b.name, threads=b.threads,
                                            allow_fallback=b.allow_fallback, device=b.device)

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from edge.errors import BadInput, LeukedgeError
 from edge.messages import DEFAULT_PREFIX
 from leukedge.cli import main as cli_main
@@ -116,8 +118,6 @@ def choose_deployed(bundles: dict[str, Path], reports: dict[str, dict]) -> str:
 
 def _agent_on_video(bundle: Path, video: Path, work: Path, offline: bool, linger: float = 0) -> list[str]:
     """Run the agent as its own process on the video, paced at its frame rate, with a lab system on MQTT."""
-    import yaml
-
     meta = json.loads(Path(f"{video}.json").read_text())
     work.mkdir(parents=True, exist_ok=True)
     outbox = work / "outbox.db"

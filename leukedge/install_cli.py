@@ -12,6 +12,9 @@ import shutil
 import time
 from pathlib import Path
 
+from edge.config import load_config
+from edge.errors import BadInput
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pack", type=Path, nargs="?", help="NAME.leukedge (leukedge pack)")
@@ -22,9 +25,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from edge.config import load_config
-    from edge.errors import BadInput
-
     if bool(args.pack) == bool(args.rollback):
         raise BadInput("install: give a pack file or --rollback (not both)")
     if args.factory and not args.rollback:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from converter.signing import new_keys
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["new"], help="new: make a key pair")
@@ -12,8 +14,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from converter.signing import new_keys
-
     pub = new_keys(args.out)
     print(f"wrote {args.out / 'signing.key'} (private, mode 0600) and {pub.path}")
     print(f"fingerprint {pub.fingerprint}")

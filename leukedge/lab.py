@@ -18,7 +18,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from edge.messages import topic
+from edge.messages import command_leaf, topic
 
 
 def slide_id(slide: dict) -> str:
@@ -44,7 +44,7 @@ class LabSystem:
 
     def _command(self, name: str, sample_id: str | None = None) -> None:
         payload = json.dumps({"sample_id": sample_id}) if sample_id else ""
-        self.client.publish(topic(self.prefix, self.device, f"cmd/sample/{name}"), payload, qos=1)
+        self.client.publish(topic(self.prefix, self.device, command_leaf(f"sample/{name}")), payload, qos=1)
         self.sent.append((name, sample_id))
 
     def on_frames(self, frames: int) -> None:

@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from edge.errors import BadInput
+from edge.redact import redact_url
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mqtt", required=True, metavar="URL", help="broker: mqtt://[user:pass@]host:1883 or mqtts://host:8883")
@@ -24,9 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def connect(args, client_id: str, on_message, subscriptions: list[str], timeout: float = 10.0):
     """A connected, subscribed paho client with its network loop running; BadInput when unreachable."""
     import paho.mqtt.client as mqtt
-
-    from edge.config import redact_url
-    from edge.errors import BadInput
 
     u = urlsplit(args.mqtt)
     if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not u.hostname:

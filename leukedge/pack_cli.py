@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
+
+from edge.pack import pack
+from edge.trust import SIGNATURE
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -12,11 +16,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import hashlib
-
-    from edge.pack import pack
-    from edge.trust import SIGNATURE
-
     out = pack(args.bundle, args.out)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     note = "" if (args.bundle / SIGNATURE).is_file() else " (unsigned)"

@@ -16,6 +16,8 @@ import queue
 import time
 from pathlib import Path
 
+from edge.errors import BadInput
+from edge.messages import EVENT, command_leaf, topic
 from leukedge import mqtt_client
 
 RESEND_S = 10.0
@@ -31,8 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from edge.errors import BadInput
-
     if not args.pack.is_file():
         raise BadInput(f"{args.pack}: no such pack file")
     if not 1 <= args.chunk_kb <= 16384:
@@ -52,7 +52,7 @@ def run(args) -> int:
         if device in inbox and isinstance(body, dict) and sha in (body.get("sha256"), body.get("pack_sha256")):
             inbox[device].put(body)
 
-    client = mqtt_client.connect(args, "leukedge-push", on_message, [f"{args.prefix}/+/event"])
+    client = mqtt_client.connect(args, "leukedge-push", on_message, [topic(args.prefix, "+", EVENT)])
     print(f"pack {args.pack.name}: {len(data)} bytes, sha256 {sha[:16]}..., {len(chunks)} chunks")
     worst = 0
     try:
@@ -67,13 +67,13 @@ def run(args) -> int:
 
 
 def _push_one(client, args, device: str, sha: str, chunks: list[bytes], answers: queue.Queue) -> tuple[int, str]:
-    topic, total = f"{args.prefix}/{device}/cmd/bundle/chunk", len(chunks)
+    chunk_topic, total = topic(args.prefix, device, command_leaf("bundle/chunk")), len(chunks)
     sent_at: dict[int, float] = {}
     t0 = time.monotonic()
 
     def send(i: int) -> None:
         body = {"sha256": sha, "index": i, "total": total, "data": base64.b64encode(chunks[i]).decode()}
-        client.publish(topic, json.dumps(body, separators=(",", ":")), qos=1)
+        client.publish(chunk_topic, json.dumps(body, separators=(",", ":")), qos=1)
         sent_at[i] = time.monotonic()
 
     send(0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from converter.signing import sign
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", type=Path, help="bundle folder (every file is sha256-checked before signing)")
@@ -15,8 +17,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from converter.signing import sign
-
     out = sign(args.bundle, args.key, args.release)
     print(f"signed {args.bundle}: release {out['release']}, manifest sha256 {out['manifest_sha256']}, "
           f"key {out['fingerprint']}")

@@ -6,6 +6,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from edge.errors import BadInput
+from edge.manifest import load_manifest
+from edge.pack import safe_unpack
+from edge.trust import load_keys, manifest_sha256, verify_signature
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", type=Path, help="bundle folder or .leukedge pack")
@@ -15,11 +20,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from edge.errors import BadInput
-    from edge.manifest import load_manifest
-    from edge.pack import safe_unpack
-    from edge.trust import load_keys, manifest_sha256, verify_signature
-
     keys = load_keys(args.pub)
     if not args.bundle.exists():
         raise BadInput(f"{args.bundle}: does not exist")

@@ -5,6 +5,7 @@ prometheus-client (metrics.py) are imported only when `ui.listen` is on, so
 `leukedge agent --help` and a page-less agent stay light.
 """
 
+from edge.station.state import StationView
 from edge.station.station import Station
 
-__all__ = ["Station"]
+__all__ = ["Station", "StationView"]

@@ -17,10 +17,11 @@ import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 
-from edge.messages import decide, prob_map, utc_now
+from edge.messages import RESULT, SAMPLE, decide, prob_map, utc_now
 from edge.stats import cpu_temperature
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,24 @@ log = logging.getLogger(__name__)
 RECENT_FIELDS, RECENT_SAMPLES = 20, 10
 SCHEMA = 1
 INVOKE_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+class StationView(NamedTuple):
+    """What one snapshot reads from the loop, lent by the agent (`Agent.station_view`) in the
+    loop thread: live objects for the counters, plain values for the rest."""
+
+    info: Callable[[], dict]  # the agent's info message, asked for only after a bundle switch
+    model_sha256: str  # the model file running now
+    stats: object  # edge.stats.Stats
+    pool: object  # edge.samples.SamplePool
+    link: dict  # the publisher's stats()
+    source: dict  # the source's stats()
+    outbox: object  # edge.outbox.Outbox
+    results: object | None  # edge.resultlog.ResultLog, when configured
+    camera_uri: str  # source.safe_uri
+    mqtt_enabled: bool
+    broker: str  # mqtt.safe_url
+    gate_mode: str
 
 
 class InvokeHistogram:
@@ -93,50 +112,49 @@ class StationState:
 
     def on_message(self, kind: str, payload: dict) -> None:
         p = payload
-        if kind == "result":
+        if kind == RESULT:
             self.latest = p
             self.decisions[p["decision"]] += 1
             self.invoke.observe(p["latency_ms"]["invoke"] / 1e3)
             self.fields.appendleft({"ts": p["ts"], "seq": p["seq"], "field": p["field"], "sample_id": p["sample_id"],
                                     "label": p["label"], "decision": p["decision"]})
-        elif kind == "sample":
+        elif kind == SAMPLE:
             self.last_sample = p
             self.samples.appendleft({"ts": p["ts"], "sample_id": p["sample_id"], "n_fields": p["n_fields"],
                                      "label": p["label"], "decision": p["decision"]})
 
     # ------------------------------------------------------------------ snapshot (loop thread)
 
-    def snapshot(self, agent) -> dict:
+    def snapshot(self, view: StationView) -> dict:
         """Everything the page shows, as one JSON-ready dict (schema in docs/edge.md)."""
-        p, cfg = agent.parts, agent.cfg
-        if p.entry.sha256 != self.info["bundle"]["model_sha256"]:  # a bundle switched while running
-            info = agent.info()
+        if view.model_sha256 != self.info["bundle"]["model_sha256"]:  # a bundle switched while running
+            info = view.info()
             self._note_model(info, previous=_model(self.info))
             self.info = info
-        st, pool, link, src = p.stats, p.samples, p.publisher.stats(), p.source.stats()
-        connected, enabled = link["connected"], cfg.mqtt.url is not None
+        stats, pool, link, src = view.stats, view.pool, view.link, view.source
+        connected, enabled = link["connected"], view.mqtt_enabled
         now = time.monotonic()
         if connected:
             self.offline_since = None
         elif self.offline_since is None:
             self.offline_since = now
         if now - self._slow_t > 10:
-            self._slow_t, self._temp, self._disk = now, cpu_temperature(), disk_space(p.outbox.path.parent)
-        camera = {"uri": cfg.source.safe_uri, "state": src["state"], "last_error": src["last_error"],
+            self._slow_t, self._temp, self._disk = now, cpu_temperature(), disk_space(view.outbox.path.parent)
+        camera = {"uri": view.camera_uri, "state": src["state"], "last_error": src["last_error"],
                   "reopens": src["reopens"]}
-        mqtt = {"enabled": enabled, "connected": connected, "broker": cfg.mqtt.safe_url,
+        mqtt = {"enabled": enabled, "connected": connected, "broker": view.broker,
                 "offline_since": None if connected or not enabled else _since(self.offline_since),
                 "last_error": link["last_error"]}
-        outbox = {**p.outbox.stats(), "oldest_age_s": p.outbox.oldest_age_s(),
+        outbox = {**view.outbox.stats(), "oldest_age_s": view.outbox.oldest_age_s(),
                   "disk_free_mb": None if self._disk is None else round(self._disk[0] / 2**20),
-                  "result_log_error": p.results.stats()["disk_error"] if p.results else None}
-        counts = {"frames": st.frames, "fields": st.fields, "bad_frames": dict(st.bad),
+                  "result_log_error": view.results.stats()["disk_error"] if view.results else None}
+        counts = {"frames": stats.frames, "fields": stats.fields, "bad_frames": dict(stats.bad),
                   "results": dict(self.decisions), "samples_closed": pool.closed}
         state = {
             "schema": SCHEMA, "ts": utc_now(), "tz": self.tz, "device": self.info["device"],
             "agent_version": self.info["agent_version"], "model": _model(self.info),
             "camera": camera, "mqtt": mqtt, "outbox": outbox, "cpu_temp_c": self._temp, "counts": counts,
-            "gate": {"mode": cfg.gate.mode, "reason": self.gate_reason},
+            "gate": {"mode": view.gate_mode, "reason": self.gate_reason},
             "field": self._field(), "sample": self._open_sample(pool), "last_sample": self.last_sample,
             "recent_fields": list(self.fields), "recent_samples": list(self.samples),
             "model_change": self.model_change, "page": self.page,

@@ -2,10 +2,11 @@
 
 The loop calls `on_frame`, `on_message` and `tick`; the server thread calls `submit`,
 `fresh`, `wait_newer`, `healthy`, `ready` and `frame_jpeg`. They meet in three places
-only: a deque of commands (the loop applies them through `Agent.command`, the same code
-path as MQTT commands), a finished snapshot dict swapped in under a condition, and the
-reference to the latest accepted field. With `ui.listen: off` there is no server and
-`tick` only pings systemd's watchdog.
+only: a deque of commands (the loop applies them through the `command` callback, the
+same code path as MQTT commands), a finished snapshot dict swapped in under a condition,
+and the reference to the latest accepted field. The station never holds the agent: it is
+given that callback and `view`, which lends it what one snapshot reads (StationView).
+With `ui.listen: off` there is no server and `tick` only pings systemd's watchdog.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import collections
 import logging
 import threading
 import time
+from typing import Callable
 
 import numpy as np
 
 from edge.station.notify import Notifier
-from edge.station.state import StationState
+from edge.station.state import StationState, StationView
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,10 @@ THUMB_SIDE = 480
 
 
 class Station:
-    def __init__(self, ui, info: dict, model_file=None, notifier: Notifier | None = None):
+    def __init__(self, ui, info: dict, model_file=None, notifier: Notifier | None = None,
+                 command: Callable[[object], None] | None = None, view: Callable[[], StationView] | None = None):
         self.cfg = ui
+        self.command, self.view = command, view  # the loop's: apply a command; lend a snapshot's readings
         self.notifier = notifier or Notifier()
         self.alive_s = ui.alive_s
         page = {"listen": ui.listen, "tls": ui.cert_file is not None, "lan": bool(ui.listen) and not ui.loopback}
@@ -51,10 +55,12 @@ class Station:
         self._jpeg: tuple[int, float, bytes] | None = None  # (frame version, time, bytes)
 
     @classmethod
-    def start(cls, agent) -> "Station":
-        """After the model is loaded: the page (when `ui.listen`), then READY=1 to systemd."""
-        cfg = agent.cfg
-        station = cls(cfg.ui, agent.info(), cfg.outbox.path.with_suffix(".model.json"))
+    def start(cls, cfg, info: dict, command: Callable[[object], None], view: Callable[[], StationView]) -> "Station":
+        """After the model is loaded: the page (when `ui.listen`), then READY=1 to systemd.
+
+        `info` is the agent's info message; `command` applies a validated command in the loop;
+        `view` returns what a snapshot reads (called in the loop thread, by `tick`)."""
+        station = cls(cfg.ui, info, cfg.outbox.path.with_suffix(".model.json"), command=command, view=view)
         if cfg.ui.listen:
             from edge.station.metrics import StationMetrics
             from edge.station.server import serve
@@ -63,7 +69,7 @@ class Station:
             station.server = serve(station, cfg.ui)
             if station.server is None:  # the port was busy: no page, so nothing to keep for it
                 station.state = station.metrics = None
-        station.notifier.ready(f"classifying with {agent.parts.backend.name}")
+        station.notifier.ready(f"classifying with {info['backend']}")
         return station
 
     @property
@@ -81,19 +87,19 @@ class Station:
             self.state.on_message(kind, payload)
             self.dirty = True
 
-    def tick(self, agent) -> None:
+    def tick(self) -> None:
         """Between frames: watchdog ping, the page's commands, a new snapshot when someone watches."""
         now = self.last_tick = time.monotonic()
         self.notifier.ping()
         if self.state is None:
             return
         while self.commands:
-            agent.command(self.commands.popleft())
+            self.command(self.commands.popleft())
             self.dirty = True
         if not (self.watchers or now < self.wanted_until):
             return
         if now - self.snap_t >= (SNAPSHOT_EVERY_S if self.dirty else IDLE_SNAPSHOT_EVERY_S):
-            snap, invoke = self.state.snapshot(agent), self.state.invoke.copy()
+            snap, invoke = self.state.snapshot(self.view()), self.state.invoke.copy()
             self.dirty = False
             with self.cond:
                 self.snap, self.invoke, self.snap_t = snap, invoke, now
