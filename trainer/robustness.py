@@ -26,6 +26,7 @@ from edge.errors import BadInput
 from edge.stain import fit_stain_norm
 from trainer.baseline import color_features, fit_color_baseline
 from trainer.data import load_images, scan
+from trainer.plots import pyplot
 from trainer.run import MODEL_FILE, read_split, run_stain
 from trainer.shifts import LEVELS, SHIFTS, apply_to_batch
 
@@ -265,11 +266,7 @@ def shift_table(report: dict) -> str:
 
 def write_plot(report: dict, path: Path) -> Path:
     """Accuracy against strength, one panel per shift; solid = model, dashed = colour baseline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(report["shifts"])
     cols = 4
     rows = -(-len(names) // cols)
