@@ -12,7 +12,11 @@ from __future__ import annotations
 import argparse
 import time
 
+import cv2
 import numpy as np
+
+from edge import stain
+from trainer.synth.fields import render_field
 
 
 def timings_ms(fn, repeats: int) -> tuple[float, float]:
@@ -33,11 +37,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="cv2.setNumThreads (default: OpenCV's choice)")
     args = parser.parse_args()
 
-    import cv2
-
-    from edge import stain
     from edge.bundle import InputSpec, preprocess
-    from trainer.synth.fields import render_field
 
     if args.threads is not None:
         cv2.setNumThreads(args.threads)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edge.bundle import PostProcess, load_manifest, postprocess, write_manifest
-from tests.bundle_factory import small_dataset
+from leukedge.bundle_factory import small_dataset
 
 pytestmark = pytest.mark.slow
 

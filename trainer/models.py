@@ -156,7 +156,7 @@ def _cnn_body(x, width: float = 1.0, depth: int = 2):
 
     Filters 32-64-128-256; one convolution in the first block (it runs at full
     resolution, where a second one would double the cost), `depth` in the others
-    (2 by default, about 2.1 GMACs at 224 px; 1 is the paper's design and far cheaper).
+    (2 by default; 1 is the paper's design and far cheaper: docs/trainer.md has the cost of each).
     """
     import keras
 
