@@ -35,27 +35,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+import cv2
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.agent_loop import STAGES, ArraySource, run_mode  # noqa: E402
+from converter.tflite_export import float_clone, to_tflite  # noqa: E402
+from edge.config import GateConfig  # noqa: E402
+from edge.gate import Gate  # noqa: E402
+from leukedge.localbroker import Broker, mosquitto_available  # noqa: E402
+from trainer.models import build_model  # noqa: E402
+from trainer.synth.fields import render_field  # noqa: E402
+
 
 def build_bundle(out: Path, size: int) -> Path:
     """A one-file bundle: int8 MobileNetV2 via converter.tflite_export (what `leukedge convert` uses)."""
-    import numpy as np
-
-    from converter.tflite_export import float_clone, to_tflite
     from edge.manifest import FileEntry, InputSpec, Manifest, sha256_file, write_manifest
-    from trainer.models import build_model
-    from trainer.synth.fields import render_field
 
     if (out / "manifest.json").is_file():
         return out
@@ -72,16 +78,10 @@ def build_bundle(out: Path, size: int) -> Path:
 
 
 DEFAULT_CASES = ("224x224", "1280x960 raw", "1280x960", "1920x1080")
-STAGES = ("decode", "gate", "pre", "invoke", "outbox", "publish", "total", "overhead")
 
 
 def render_frames(n: int, w: int, h: int) -> list:
     """n synthetic smear fields at w x h (rendered at most 640 px and scaled up: rendering is slow)."""
-    import cv2
-    import numpy as np
-
-    from trainer.synth.fields import render_field
-
     rng = np.random.default_rng(1)
     side = min(max(w, h), 640)
     return [cv2.resize(render_field(rng, ("Benign", "Early", "Pre", "Pro")[i % 4], side), (w, h),
@@ -89,8 +89,6 @@ def render_frames(n: int, w: int, h: int) -> list:
 
 
 def write_frames(out: Path, frames: list) -> Path:
-    import cv2
-
     out.mkdir(parents=True, exist_ok=True)
     if len(list(out.glob("*.jpg"))) < len(frames):
         for i, field in enumerate(frames):
@@ -106,36 +104,9 @@ def parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"frame size {text!r}: expected WxH (1280x960) or one number") from None
 
 
-class ArraySource:
-    """Frames handed over as RGB arrays, as a live camera does: no file, no decoding."""
-
-    live = False
-
-    def __init__(self, frames: list):
-        self.uri, self.frames, self.i = "arrays", frames, 0
-
-    def open(self):
-        return self
-
-    def read(self):
-        from edge.sources import Frame
-
-        frame = Frame(self.frames[self.i % len(self.frames)], self.i, f"arrays#{self.i}", 0.0)
-        self.i += 1
-        return frame
-
-    def close(self):
-        pass
-
-
 def still_gate_ms(size: tuple[int, int], n: int = 200) -> float:
     """p50 ms of Gate.check in `still` mode on a steady w x h scene with sensor noise: what each frame
     that is never classified costs."""
-    import numpy as np
-
-    from edge.config import GateConfig
-    from edge.gate import Gate
-
     base = render_frames(1, *size)[0]
     rng = np.random.default_rng(0)
     noisy = [np.clip(base.astype(np.int16) + rng.integers(-2, 3, base.shape), 0, 255).astype(np.uint8)
@@ -146,130 +117,6 @@ def still_gate_ms(size: tuple[int, int], n: int = 200) -> float:
         gate.check(noisy[i % len(noisy)])
         times.append((time.perf_counter() - t0) * 1e3)
     return float(np.percentile(times, 50))
-
-
-class PageClient(threading.Thread):
-    """One browser's worth of load: the SSE stream, and /frame.jpg whenever the field changes."""
-
-    def __init__(self, url: str):
-        super().__init__(daemon=True)
-        self.url, self.events, self.thumbs, self.stop = url, 0, 0, False
-
-    def run(self) -> None:
-        import json
-        import urllib.request
-
-        seen = None
-        with urllib.request.urlopen(self.url + "api/events", timeout=30) as stream:
-            for line in stream:
-                if self.stop:
-                    return
-                if not line.startswith(b"data: "):
-                    continue
-                self.events += 1
-                field = json.loads(line[6:])["field"]
-                if field and field["frame_version"] != seen:
-                    seen = field["frame_version"]
-                    urllib.request.urlopen(self.url + f"frame.jpg?v={seen}", timeout=30).read()
-                    self.thumbs += 1
-
-
-def run_mode(mode: str, args, bundle: Path, frames: Path, broker, work: Path, raw: list | None = None) -> dict:
-    """The agent loop on the replay folder (or `raw` arrays) with the page off, idle or watched."""
-    import numpy as np
-
-    from edge.agent import Agent
-    from edge.config import load_config
-    from edge.sources import END, Watchdog
-    from edge.stats import Stats
-
-    tag = f"{mode}-{frames.name}{'-raw' if raw else ''}"
-
-    cfg = load_config(None, {
-        "bundle": str(bundle), "device_id": f"bench-{mode}",
-        "source": {"uri": str(frames), "loop": True}, "gate": {"mode": "continuous"},
-        "backend": {"threads": args.threads}, "max_frames": args.frames + 100,
-        "mqtt": {"url": broker.url if broker else None, "stats_interval_s": 3600},
-        "outbox": {"path": str(work / f"outbox-{tag}.sqlite")},
-        "result_log": {"path": str(work / f"results-{tag}.jsonl")},
-        "ui": {"listen": "off" if mode == "off" else "127.0.0.1:0"},
-    })
-    agent = Agent(cfg, source=Watchdog(lambda: ArraySource(raw), loop=True).open() if raw else None)
-    agent.start()
-    if args.cv_threads is not None:  # after start: the agent sets its own
-        import cv2
-
-        cv2.setNumThreads(args.cv_threads)
-    if broker:  # measure the connected steady state, not the first connect
-        agent.parts.publisher.connected.wait(10)
-    client = None
-    if mode == "client":
-        client = PageClient(agent.station.url)
-        client.start()
-
-    # CPU time of this thread, outside and inside invoke: the overhead without the waits
-    # a busy machine adds (wall-clock numbers include being preempted by other processes).
-    infer, in_invoke, cpu_overhead = agent.parts.backend.infer, [0.0], []
-
-    def timed_infer(x):
-        c0 = time.thread_time()
-        try:
-            return infer(x)
-        finally:
-            in_invoke[0] += time.thread_time() - c0
-
-    agent.parts.backend.infer = timed_infer
-
-    # Time the loop thread spends in the station's hooks, per frame: the page's own cost,
-    # attributed directly rather than as a difference of two noisy runs (perf_counter: cheap
-    # enough not to inflate what it measures; a p50 of short spans is rarely preempted)
-    in_station, hooks_ms = [0.0], []
-
-    def timed(method):
-        def wrapper(*a):
-            c0 = time.perf_counter()
-            try:
-                return method(*a)
-            finally:
-                in_station[0] += time.perf_counter() - c0
-        return wrapper
-
-    st_ = agent.station
-    st_.on_frame, st_.on_message, st_.tick = timed(st_.on_frame), timed(st_.on_message), timed(st_.tick)
-
-    def step():  # the body of Agent.run's loop
-        c0, in_invoke[0], in_station[0] = time.thread_time(), 0.0, 0.0
-        frame = agent.parts.source.read()
-        if frame is not None and frame is not END:
-            agent.process(frame)
-        agent.housekeeping()
-        cpu_overhead.append((time.thread_time() - c0 - in_invoke[0]) * 1e3)
-        hooks_ms.append(in_station[0] * 1e3)
-
-    while agent.parts.stats.frames < 100:  # warm-up
-        step()
-    agent.parts.stats = Stats(window=args.frames)
-    cpu_overhead.clear()
-    hooks_ms.clear()
-    load = os.getloadavg()[0]
-    t_run = time.perf_counter()
-    while agent.parts.stats.frames < args.frames:
-        step()
-    wall = time.perf_counter() - t_run
-    st = agent.parts.stats
-    out = {"mode": mode, "load": load, "fps": args.frames / wall, "backlog": agent.parts.outbox.rows,
-           "backend": agent.parts.backend.name, "threads": agent.parts.backend.threads, "stages": {},
-           "cpu": np.percentile(cpu_overhead, [50, 95]),
-           "hooks": (float(np.percentile(hooks_ms, 50)), float(np.mean(hooks_ms)))}
-    for name in STAGES:
-        values = np.fromiter(st.stages[name], float)
-        if len(values):
-            out["stages"][name] = np.percentile(values, [50, 95])
-    if client:
-        client.stop = True
-        out["client"] = f"{client.events} SSE updates, {client.thumbs} thumbnails"
-    agent.shutdown()
-    return out
 
 
 def main() -> int:
@@ -296,8 +143,6 @@ def main() -> int:
     if not modes or set(modes) - {"off", "idle", "client"}:
         ap.error("--ui takes off, idle and/or client")
 
-    import logging
-
     logging.basicConfig(level=logging.WARNING)
     t0 = time.perf_counter()
     bundle = build_bundle(args.cache / f"bundle-{args.size}", args.size)
@@ -309,8 +154,6 @@ def main() -> int:
         folder = write_frames(args.cache / f"frames-{w}x{h}", images)
         cases.append((f"{w}x{h} {'raw' if raw else 'JPEG'}", folder, images if raw else None))
     print(f"bundle and frames ready in {time.perf_counter() - t0:.1f} s ({bundle})")
-
-    from tests.broker import Broker, mosquitto_available
 
     work = Path(tempfile.mkdtemp(prefix="leukedge-bench-"))
     broker = None
@@ -365,8 +208,6 @@ def main() -> int:
 
 def print_cases(cases: list, results: list, args) -> None:
     """The stage table for every case side by side (p50 ms), with the still gate's cost at each size."""
-    import cv2
-
     names = [name for name, _, _ in cases]
     load = max(r["load"] for r in results)
     print(f"\ncamera-size frames, station page {results[0]['mode']}, {args.frames} frames per case, OpenCV threads "

@@ -16,6 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from converter.convert import convert
+from trainer.synth.fields import generate_dataset
+from trainer.train import TrainConfig, train
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -25,10 +29,6 @@ def main() -> None:
     parser.add_argument("--arch", default="custom_cnn")
     parser.add_argument("--out", type=Path, default=None, help="keep the data, run and bundle here")
     args = parser.parse_args()
-
-    from converter.convert import convert
-    from trainer.synth.fields import generate_dataset
-    from trainer.train import TrainConfig, train
 
     root = args.out or Path(tempfile.mkdtemp(prefix="bench-pp-"))
     data = root / "data"

@@ -17,7 +17,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainer.fewlabels import compare  # noqa: E402
 
 
 def main() -> None:
@@ -34,10 +38,6 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="fine-tuning runs per start (seeds 0..N-1)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-
-    import numpy as np
-
-    from trainer.fewlabels import compare
 
     root = args.out or Path(tempfile.mkdtemp(prefix="bench-ssl-"))
     r = compare(root, args.arch, args.per_class, args.labels, args.size, args.look, args.pretrain_epochs,

@@ -21,9 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from tests.agent_proc import (AgentProcess, ResultFeed, agent_config, iso_ts, log_files, logged,  # noqa: E402
-                              write_images)
-from tests.broker import Broker, mosquitto_available  # noqa: E402
+from leukedge.agent_process import (AgentProcess, ResultFeed, agent_config, iso_ts, log_files,  # noqa: E402
+                                    logged, write_images)
+from leukedge.bundle_factory import make_small_bundle  # noqa: E402
+from leukedge.localbroker import Broker, mosquitto_available  # noqa: E402
 
 TARGET_MB = 20.0
 
@@ -31,15 +32,13 @@ TARGET_MB = 20.0
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fields", type=int, default=20_000)
-    ap.add_argument("--bundle", type=Path, help="bundle to run (default: a small one built with the test factory)")
+    ap.add_argument("--bundle", type=Path, help="bundle to run (default: a small one from leukedge.bundle_factory)")
     ap.add_argument("--offline", action="store_true", help="no broker: everything stays in the outbox")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, outbox) for a look")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="leukedge-soak-"))
     bundle = args.bundle
     if bundle is None:
-        from tests.bundle_factory import make_small_bundle
-
         print("building a small bundle (trains and converts a tiny model, about a minute)...", flush=True)
         bundle = make_small_bundle(work)
     frames = write_images(work / "fields", n=200, size=96)

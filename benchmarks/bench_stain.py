@@ -1,7 +1,7 @@
 """Cost of stain normalisation per frame at the model size (target: well under 1 ms at 224 px).
 
 Prints p50/p95 in milliseconds for `edge.stain.normalize` alone and for the whole
-`edge.bundle.preprocess` (crop + resize + normalisation) of a 640x480 camera frame,
+`edge.pixels.preprocess` (crop + resize + normalisation) of a 640x480 camera frame,
 against preprocess without normalisation.
 
     python benchmarks/bench_stain.py [--size 224] [--repeats 500] [--threads N]
@@ -12,7 +12,11 @@ from __future__ import annotations
 import argparse
 import time
 
+import cv2
 import numpy as np
+
+from edge import stain
+from trainer.synth.fields import render_field
 
 
 def timings_ms(fn, repeats: int) -> tuple[float, float]:
@@ -33,12 +37,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="cv2.setNumThreads (default: OpenCV's choice)")
     args = parser.parse_args()
 
-    import cv2
-
-    from edge import stain
     from edge.manifest import InputSpec
     from edge.pixels import preprocess
-    from trainer.synth.fields import render_field
 
     if args.threads is not None:
         cv2.setNumThreads(args.threads)

@@ -16,9 +16,14 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from benchmarks.bench_train_gpu import timed_fit  # noqa: E402
+from trainer.device import jit_compile  # noqa: E402
+from trainer.models import build_model  # noqa: E402
 
 
 def main() -> int:
@@ -32,13 +37,9 @@ def main() -> int:
     p.add_argument("--archs", default="custom_cnn,mobilenetv2")
     args = p.parse_args()
 
-    import keras
-    import numpy as np
+    import keras  # start-up cost
 
-    from bench_train_gpu import timed_fit
-    from trainer.models import build_model
-    from trainer.pipeline import TrainBatches, default_workers
-    from trainer.train import _jit_compile
+    from trainer.pipeline import TrainBatches, default_workers  # imports keras
 
     size, batch = args.img_size, args.batch
     threads = args.threads if args.threads is not None else default_workers(False)
@@ -52,7 +53,7 @@ def main() -> int:
     for arch in args.archs.split(","):
         keras.utils.set_random_seed(0)
         model = build_model(arch, size, alpha=1.0, weights="none")
-        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=_jit_compile())
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile=jit_compile())
         data = TrainBatches(x, y, batch, seed=0, drop_remainder=True, threads=threads)
         best = {"arrays": 0.0, "pipeline": 0.0}
         for r in range(args.repeats):

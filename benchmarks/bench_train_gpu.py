@@ -5,9 +5,8 @@ Keras only, no TensorFlow import: it runs on a GPU box that has just JAX and Ker
 memory go through `trainer.pipeline.TrainBatches` (gather + `augment_batch` in
 worker threads) and, for comparison, through plain `model.fit` on arrays.
 Prints img/s for both and the pipeline's overhead. Target on a Hopper GPU: `leukedge train`
->= 9,500 img/s (use --mixed-precision; XLA is always on under JAX). Measured on an H200
-(JAX, bf16, batch 256): plain arrays 9,555 img/s; `leukedge train` 8,465 img/s in its steady
-epochs (benchmarks/bench_gpu.sh runs both, and the pretraining).
+>= 9,500 img/s (use --mixed-precision; XLA is always on under JAX). benchmarks/bench_gpu.sh
+runs both, and the pretraining; the figures it measured are in docs/trainer.md ("Measured").
 
     KERAS_BACKEND=jax python benchmarks/bench_train_gpu.py --mixed-precision
     python benchmarks/bench_train_gpu.py --img-size 64 --batch 8 --steps 3   # CPU rehearsal
@@ -26,7 +25,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainer.models import build_model  # noqa: E402  (imports no Keras: the backend is chosen in main)
 
 
 def parse() -> argparse.Namespace:
@@ -46,8 +49,6 @@ def parse() -> argparse.Namespace:
 
 def timed_fit(model, data, steps: int, warmup: int, batch: int, n: int) -> float:
     """img/s over `steps` optimizer steps after `warmup` untimed ones (compilation included there)."""
-    import numpy as np
-
     if isinstance(data, tuple):  # plain arrays: one epoch = n / batch steps
         x, y = data
         per_epoch = n // batch
@@ -72,9 +73,9 @@ def timed_fit(model, data, steps: int, warmup: int, batch: int, n: int) -> float
 
 def feed_test(x, y, batch: int) -> None:
     """Feed test (no model): img/s the pipeline alone delivers per thread count. Not the thread count
-    to train with: on an H200 16 threads fed 14,400 img/s alone but trained at 6,800 img/s against
-    8,500 with `leukedge train`'s two, as the threads' Python work contends with the training loop."""
-    from trainer.pipeline import TrainBatches
+    to train with: threads beyond two feed faster alone but train slower, as their Python work
+    contends with the training loop (docs/trainer.md, "Measured")."""
+    from trainer.pipeline import TrainBatches  # imports keras: after main has chosen the backend
 
     rates = {}
     for threads in (t for t in (2, 4, 8, 16) if t <= max(2, os.cpu_count() or 2)):
@@ -104,11 +105,9 @@ def main() -> int:
     if importlib.util.find_spec("jax") is not None:
         os.environ.setdefault("KERAS_BACKEND", "jax")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
-    import numpy as np
+    import keras  # after KERAS_BACKEND is set
 
-    from trainer.models import build_model
-    from trainer.pipeline import TrainBatches, default_workers
+    from trainer.pipeline import TrainBatches, default_workers  # imports keras
 
     gpus = gpu_devices(keras)
     explicit = any(v is not None for v in (args.batch, args.steps, args.img_size))

@@ -16,30 +16,35 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_agent import write_frames  # noqa: E402
-from tests.agent_proc import AgentProcess, agent_config, iso_ts, logged  # noqa: E402
-from tests.broker import Broker, mosquitto_available  # noqa: E402
+from converter.signing import new_keys, sign  # noqa: E402
+from converter.tflite_export import float_clone, io_quant, to_tflite  # noqa: E402
+from converter.validate import run_format  # noqa: E402
+from edge import selftest  # noqa: E402
+from edge.pack import pack  # noqa: E402
+from leukedge.agent_process import AgentProcess, agent_config, iso_ts, logged  # noqa: E402
+from leukedge.cli import main as cli  # noqa: E402
+from leukedge.localbroker import Broker, mosquitto_available  # noqa: E402
+from trainer.models import build_model  # noqa: E402
+from trainer.synth.fields import render_field  # noqa: E402
 
 
 def build_bundle(out: Path, size: int, seed: int) -> Path:
     """An int8 MobileNetV2 bundle with a self-test (the agent runs it before switching)."""
-    import keras
-    import numpy as np
+    import keras  # start-up cost
 
-    from converter.tflite_export import float_clone, io_quant, to_tflite
-    from converter.validate import run_format
-    from edge import selftest
     from edge.manifest import FileEntry, InputSpec, Manifest, sha256_file, write_manifest
-    from trainer.models import build_model
-    from trainer.synth import render_field
 
     if (out / "manifest.json").is_file():
         return out
@@ -72,12 +77,7 @@ def main() -> int:
     if not mosquitto_available():
         print("mosquitto binary not found: this benchmark needs a real broker")
         return 2
-    import shutil
-
-    from converter.signing import new_keys, sign
     from edge.manifest import load_manifest
-    from edge.pack import pack
-    from leukedge.cli import main as cli
 
     cache = args.cache
     a, b = build_bundle(cache / "a", args.size, 1), build_bundle(cache / "b", args.size, 2)

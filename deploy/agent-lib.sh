@@ -5,6 +5,7 @@
 # both installers share (the caller then sets SOURCE_URI and its own options):
 #   SRC (repository root), PREFIX (/opt/leukedge), CONF_DIR (/etc/leukedge), AGENT_USER,
 #   DEVICE_ID, BACKEND, MQTT_URL, MQTT_PASSWORD_FILE (may be empty), BUNDLE (may be empty)
+# and parses the command line (parse_args) with the usage text both share (agent_usage).
 
 # shellcheck disable=SC2034  # read by the installers that source this file
 SRC=$(cd "$HERE/../.." && pwd)
@@ -35,6 +36,46 @@ common_option() {
     --force) FORCE=1 ;;
     *) SHIFT_BY=0 ;;
     esac
+}
+
+# parse_args "$@": every option; the installer's own ones through its own_option (which sets
+# SHIFT_BY as common_option does, 0 = not its), then check_args. -h/--help prints usage.
+parse_args() {
+    while [[ $# -gt 0 ]]; do
+        common_option "$@"
+        [[ $SHIFT_BY -gt 0 ]] || own_option "$@"
+        if [[ $SHIFT_BY -eq 0 ]]; then
+            case $1 in
+            -h | --help) usage; exit 0 ;;
+            *) usage >&2; die "unknown argument: $1" ;;
+            esac
+        fi
+        shift "$SHIFT_BY"
+    done
+    check_args
+}
+
+# agent_usage SYNOPSIS OPTIONS: the usage text, the common options' lines from here and the
+# installer's own SYNOPSIS and OPTIONS lines, with its wording for --bundle, --source, --mqtt
+# and --force in BUNDLE_HELP, SOURCE_HELP, MQTT_HELP and FORCE_HELP.
+agent_usage() {
+    cat <<USAGE
+Usage: sudo $(basename "$0") [--dry-run] [--device-id ID] [--bundle DIR] [--source URI]
+                          [--mqtt URL] [--mqtt-password-file FILE]
+                          $1
+                          [--prefix DIR] [--start] [--force]
+
+  --device-id ID      this box's id on MQTT (default: the host name)
+  --bundle DIR        $BUNDLE_HELP
+  --source URI        frame source ($SOURCE_HELP)
+  --mqtt URL          broker ($MQTT_HELP)
+  --mqtt-password-file FILE   the device's broker password (see deploy/mosquitto/add-device.sh)
+$2
+  --prefix DIR        where the venv and bundle go (default /opt/leukedge)
+  --start             check the config as the agent user, then start the service
+  --force             install even if $FORCE_HELP
+  --dry-run           print every step, change nothing
+USAGE
 }
 
 STATE_DIR=/var/lib/leukedge

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent_proc import CLI, ROOT
+from leukedge.agent_process import CLI
+from tests.agent_proc import ROOT
 
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     """A real small bundle (tiny trained custom CNN at 64 px, converted; cached per session)."""
-    from tests.bundle_factory import make_small_bundle
+    from leukedge.bundle_factory import make_small_bundle
 
     return make_small_bundle(tmp_path_factory.mktemp("bundle"))
 

@@ -16,8 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 
+from leukedge.agent_process import client
 from tests.broker import Broker, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,17 +88,6 @@ class SecureBroker:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def client(name: str | None, password: str | None, ca: Path | None, client_id: str | None = None,
-           clean: bool = True) -> mqtt.Client:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"t-{name}-{time.monotonic_ns()}",
-                    protocol=mqtt.MQTTv311, clean_session=clean)
-    if name is not None:
-        c.username_pw_set(name, password)
-    if ca is not None:
-        c.tls_set(ca_certs=str(ca), cert_reqs=ssl.CERT_REQUIRED)
-    return c
 
 
 def try_connect(port: int, name=None, password=None, ca=None, timeout: float = 5.0) -> str:

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from edge.commands import COMMANDS, SAMPLE_ID, BadCommand, Command, parse
 from edge.config import AgentConfig, load_config, substitute_env, validate
 from edge.errors import BadInput
-from tests.agent_proc import AgentProcess, ResultFeed, agent_config, blank_png, logged_ids, write_images
+from leukedge.agent_process import AgentProcess, ResultFeed, agent_config, write_images
+from tests.agent_proc import blank_png, logged_ids
 from tests.broker import mosquitto_available
 from tests.hostile import assert_refused, bundle, leukedge  # noqa: F401  (bundle: a fixture)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.bundle_factory import make_small_bundle, make_small_run
+from leukedge.bundle_factory import make_small_bundle, make_small_run
 
 ALL_FORMATS = ("tflite-int8", "tflite-fp32", "tflite-fp16", "tflite-edgetpu", "onnx-fp32", "onnx-qdq")
 ROW_KEYS = {"format", "path", "size_bytes", "accuracy", "per_class_recall", "agreement", "max_prob_diff",
@@ -199,8 +199,8 @@ def test_gate_passes_on_good_and_fires_on_black_calibration(tmp_path, capsys):
 
 
 def test_bench_reprints_and_measures(tmp_path, capsys):
+    from leukedge.bundle_factory import small_dataset
     from leukedge.cli import main
-    from tests.bundle_factory import small_dataset
 
     bundle = make_small_bundle(tmp_path, formats=ALL_FORMATS)
     assert main(["bench", str(bundle)]) == 0

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests.bundle_factory import make_small_run
+from leukedge.bundle_factory import make_small_run
 
 pytestmark = pytest.mark.slow
 

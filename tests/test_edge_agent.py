@@ -24,8 +24,8 @@ from edge.agent import Agent
 from edge.config import load_config
 from edge.messages import DEFAULT_PREFIX, InfoMessage, ResultMessage, SampleMessage, StatsMessage
 from edge.sources import END
+from leukedge.bundle_factory import make_small_bundle
 from tests.broker import Broker, mosquitto_available
-from tests.bundle_factory import make_small_bundle
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from edge.backends import edgetpu as edgetpu_mod
 from edge.backends.base import dequantize_output, quantize_input
 from edge.errors import BundleError
 from edge.manifest import load_manifest
-from tests.bundle_factory import make_small_bundle, make_small_run, small_dataset
+from leukedge.bundle_factory import make_small_bundle, make_small_run, small_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -134,7 +134,7 @@ def fake_compiler(tmp_path, monkeypatch):
 def test_compiler_all_ops_mapped(tmp_path, fake_compiler):
     from converter.convert import convert
     from edge.manifest import load_manifest
-    from tests.bundle_factory import make_small_run
+    from leukedge.bundle_factory import make_small_run
 
     run = make_small_run(tmp_path)
     out = convert(run, tmp_path / "b", formats="tflite-edgetpu", max_drop=100.0, progress=False, echo=lambda _m: None)
@@ -150,8 +150,8 @@ def test_compiler_all_ops_mapped(tmp_path, fake_compiler):
 def test_compiler_cpu_fallback_exits_2(tmp_path, fake_compiler, monkeypatch, capsys):
     from converter.convert import convert
     from edge.manifest import load_manifest
+    from leukedge.bundle_factory import make_small_run
     from leukedge.cli import main
-    from tests.bundle_factory import make_small_run
 
     monkeypatch.setenv("FAKE_EDGETPU_CPU_OPS", "SOFTMAX")
     run = make_small_run(tmp_path)

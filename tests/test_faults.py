@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from tests.agent_proc import (AgentProcess, ResultFeed, agent_config, logged_ids, outbox_ids,
-                              write_images)
+from leukedge.agent_process import AgentProcess, ResultFeed, agent_config, write_images
+from tests.agent_proc import logged_ids, outbox_ids
 from tests.broker import Broker, free_port, mosquitto_available
 
 pytestmark = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto not installed (CI installs it)")
@@ -29,7 +29,7 @@ OUTAGE_S = float(os.environ.get("LEUKEDGE_FAULT_OUTAGE_S", "30"))
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     """A real small bundle (tiny trained custom CNN at 64 px, converted; cached per session)."""
-    from tests.bundle_factory import make_small_bundle
+    from leukedge.bundle_factory import make_small_bundle
 
     return make_small_bundle(tmp_path_factory.mktemp("bundle"))
 

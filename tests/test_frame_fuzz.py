@@ -29,7 +29,7 @@ _settings = settings(max_examples=40, deadline=None, derandomize=True,
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from tests.bundle_factory import make_small_bundle
+    from leukedge.bundle_factory import make_small_bundle
 
     return make_small_bundle(tmp_path_factory.mktemp("bundle"), formats=("tflite-int8",))
 

@@ -210,7 +210,7 @@ def test_looped_broken_video_is_counted_and_replayed(tmp_path):
 
 def test_backend_threads_default_to_the_cores_the_agent_may_use(tmp_path):
     """LiteRT's own default is one thread; the agent now asks for the allowed cores (at most 4)."""
-    from tests.bundle_factory import make_small_bundle
+    from leukedge.bundle_factory import make_small_bundle
 
     bundle = make_small_bundle(tmp_path)
     code = ("import os, sys; from edge.backends import default_threads, open_backend\n"

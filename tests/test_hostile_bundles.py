@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent_proc import write_images
+from leukedge.agent_process import write_images
 from tests.hostile import assert_refused, bundle, leukedge, queued  # noqa: F401  (bundle: a fixture)
 
 # =========================================================================== bundles, storage, secrets, broker
@@ -117,7 +117,7 @@ def test_one_redaction_for_every_url(url, shown):
 def test_camera_credentials_never_shown_or_published(tmp_path, bundle, broker):
     """A camera URL with a password and a broker URL with one: neither secret in the retained
     `info`, `stats`, the start-up and watchdog log lines, or `--check`."""
-    from tests.agent_proc import AgentProcess, ResultFeed, agent_config
+    from leukedge.agent_process import AgentProcess, ResultFeed, agent_config
     from tests.broker import free_port
 
     cam = f"rtsp://admin:camsecret@127.0.0.1:{free_port()}/stream1"
@@ -274,7 +274,7 @@ def test_second_agent_on_one_outbox_refuses_naming_the_holder(tmp_path, bundle):
     on and its queue stays whole (no duplicates, no negative backlog)."""
     import time
 
-    from tests.agent_proc import AgentProcess, agent_config
+    from leukedge.agent_process import AgentProcess, agent_config
 
     frames = write_images(tmp_path / "frames", n=6, size=64)
     first = AgentProcess(tmp_path, agent_config(tmp_path, bundle, frames, source={"fps": 20})).start()

@@ -7,7 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
-from tests.agent_proc import blank_png, write_images
+from leukedge.agent_process import write_images
+from tests.agent_proc import blank_png
 from tests.hostile import assert_refused, bundle, leukedge, queued  # noqa: F401  (bundle: a fixture)
 
 # =========================================================================== frames and sources

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent_proc import ROOT, write_images
+from leukedge.agent_process import write_images
+from tests.agent_proc import ROOT
 from tests.hostile import assert_refused, bundle, leukedge, queued  # noqa: F401  (bundle: a fixture)
 
 def _dataset_with_bad_files(root: Path, per_class: int = 10, bad_in: str = "Benign", n_bad: int = 2) -> list[Path]:
@@ -146,7 +147,7 @@ def test_agent_keeps_classifying_on_a_full_disk(tmp_path, bundle, broker, small_
     results still reach the broker (from memory), stats say so, and once space is freed the
     held messages reach the file; exit 0 and every result id accounted for."""
 
-    from tests.agent_proc import AgentProcess, ResultFeed, agent_config
+    from leukedge.agent_process import AgentProcess, ResultFeed, agent_config
 
     frames = write_images(tmp_path / "frames", n=8, size=64)
     cfg = agent_config(small_disk, bundle, frames, broker.url, source={"fps": 15},
@@ -231,8 +232,7 @@ def test_retained_commands_are_ignored_even_live(tmp_path, bundle, broker):
     an empty non-retained payload included, still work."""
     import time
 
-    from tests.agent_proc import AgentProcess, ResultFeed, agent_config
-    from tests.secure_broker import client
+    from leukedge.agent_process import AgentProcess, ResultFeed, agent_config, client
 
     frames = write_images(tmp_path / "frames", n=6, size=64)
     feed = ResultFeed(broker.port, extra_topics=("leukedge/devA/stats",))

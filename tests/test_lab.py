@@ -10,8 +10,8 @@ import time
 
 from edge.agent import Agent
 from edge.config import load_config
+from leukedge.bundle_factory import make_small_bundle
 from leukedge.lab import LabSystem, slide_id
-from tests.bundle_factory import make_small_bundle
 
 SLIDES = [{"slide": 0, "label": "Pre", "fields": [0, 2], "frames": [0, 40]},
           {"slide": 1, "label": "Benign", "fields": [2, 4], "frames": [40, 95]},

@@ -102,7 +102,7 @@ def test_auto_weights_fall_back_to_random_offline(monkeypatch, caplog):
 
 
 def test_recalibrate_bn_sets_the_average_batch_statistics():
-    from trainer.train import recalibrate_bn
+    from trainer.validation import recalibrate_bn
 
     model = build_model("custom_cnn", 32, width=0.25)
     x = np.random.default_rng(1).integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)

@@ -8,7 +8,7 @@ import shutil
 import cv2
 import pytest
 
-from tests.bundle_factory import small_dataset
+from leukedge.bundle_factory import small_dataset
 from trainer.data import remove_duplicates, scan
 from trainer.neardup import drop_near_test, near_duplicate_groups
 

@@ -16,7 +16,7 @@ import pytest
 
 from edge.manifest import load_manifest, write_manifest
 from edge.postprocess import PostProcess, postprocess
-from tests.bundle_factory import small_dataset
+from leukedge.bundle_factory import small_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -86,8 +86,8 @@ def test_saved_backbone_is_what_train_loads(arch, tmp_path):
 
 @pytest.mark.slow
 def test_pretrain_command_writes_weights_and_report(tmp_path):
+    from leukedge.bundle_factory import small_dataset
     from leukedge.cli import main
-    from tests.bundle_factory import small_dataset
 
     out = tmp_path / "pre"
     assert main(["pretrain", "--data", str(small_dataset(16, 64, 0)), "--unlabeled", str(small_dataset(8, 64, 1)),
@@ -126,7 +126,7 @@ def test_saved_mobilenet_backbone_has_calibrated_batch_norm(tmp_path):
     frozen in inference mode) would start from nothing. The saved backbone is recalibrated."""
     import keras
 
-    from tests.bundle_factory import small_dataset
+    from leukedge.bundle_factory import small_dataset
     from trainer.models import build
     from trainer.pretrain import PretrainConfig, pretrain
 

@@ -82,7 +82,7 @@ def test_batches_and_bad_arguments(image):
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     """A tiny custom CNN (64 px, few epochs) trained by the real training flow on synthetic data."""
-    from tests.bundle_factory import make_small_run
+    from leukedge.bundle_factory import make_small_run
 
     return make_small_run(tmp_path_factory.mktemp("robust_run"))
 
@@ -141,7 +141,7 @@ def test_robustness_refuses_what_it_cannot_score(tmp_path):
 
 @pytest.mark.slow
 def test_robustness_on_a_bundle_runs_the_edge_backend(tmp_path, synth_data):
-    from tests.bundle_factory import make_small_bundle
+    from leukedge.bundle_factory import make_small_bundle
     from trainer.robustness import robustness_report
 
     bundle = make_small_bundle(tmp_path)

@@ -142,13 +142,13 @@ def test_bridge_queues_at_the_clinic_and_forwards_when_the_uplink_returns(tmp_pa
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     """A real small bundle (tiny trained custom CNN at 64 px, converted; cached per session)."""
-    from tests.bundle_factory import make_small_bundle
+    from leukedge.bundle_factory import make_small_bundle
 
     return make_small_bundle(tmp_path_factory.mktemp("bundle"))
 
 
 def tls_agent(workdir, bundle, broker: SecureBroker, device: str, user: str, protocol: str = "3.1.1"):
-    from tests.agent_proc import AgentProcess, agent_config, write_images
+    from leukedge.agent_process import AgentProcess, agent_config, write_images
 
     frames = write_images(workdir / "frames", n=10)
     cfg = agent_config(workdir, bundle, frames, f"mqtts://127.0.0.1:{broker.tls_port}", device_id=device,
@@ -159,7 +159,8 @@ def tls_agent(workdir, bundle, broker: SecureBroker, device: str, user: str, pro
 
 
 def test_agent_over_tls_with_password(tmp_path, bundle, secure):
-    from tests.agent_proc import ResultFeed, logged_ids
+    from leukedge.agent_process import ResultFeed
+    from tests.agent_proc import logged_ids
 
     feed = ResultFeed(secure.tls_port, username="lab", password=secure.password("lab"), ca=secure.ca,
                       extra_topics=("leukedge/devA/info", "leukedge/devA/status"))
@@ -181,7 +182,7 @@ def test_agent_over_tls_with_password(tmp_path, bundle, secure):
 def test_agent_with_another_devices_credentials_cannot_publish_as_it(tmp_path, bundle, secure):
     """device_id devA with devB's account: the broker drops all of it (ACL); over MQTT 5 the
     agent sees each PUBACK's "not authorized" and counts the rejections."""
-    from tests.agent_proc import ResultFeed
+    from leukedge.agent_process import ResultFeed
 
     feed = ResultFeed(secure.tls_port, username="lab", password=secure.password("lab"), ca=secure.ca,
                       extra_topics=("leukedge/devA/#",))
@@ -201,7 +202,7 @@ def test_agent_with_another_devices_credentials_cannot_publish_as_it(tmp_path, b
 
 
 def test_password_in_broker_url_is_not_logged(tmp_path, bundle):
-    from tests.agent_proc import AgentProcess, agent_config, write_images
+    from leukedge.agent_process import AgentProcess, agent_config, write_images
 
     secret = "UrlSecret4242"
     frames = write_images(tmp_path / "frames", n=2)

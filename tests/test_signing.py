@@ -20,8 +20,8 @@ import pytest
 from edge.manifest import MANIFEST, load_manifest
 from edge.pack import UnsafeArchive, pack, safe_unpack
 from edge.trust import SIGNATURE, TrustError, load_keys, manifest_sha256, verify_signature
+from leukedge.bundle_factory import make_small_bundle
 from leukedge.cli import main
-from tests.bundle_factory import make_small_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -165,7 +165,7 @@ def test_selftest_passes_on_litert_and_fails_on_other_expected_outputs(bundle):
 
 def test_convert_with_sign_key_writes_a_signed_bundle(keys, tmp_path):
     from converter.convert import convert
-    from tests.bundle_factory import make_small_run
+    from leukedge.bundle_factory import make_small_run
 
     out = convert(make_small_run(tmp_path), tmp_path / "signed", formats=("tflite-int8",), calib=32, max_drop=100.0,
                   progress=False, echo=lambda _m: None, sign_key=keys / "signing.key", release=7)

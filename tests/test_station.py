@@ -22,8 +22,8 @@ import pytest
 
 from edge.agent import Agent
 from edge.config import load_config
-from tests.agent_proc import write_images
-from tests.bundle_factory import make_small_bundle
+from leukedge.agent_process import write_images
+from leukedge.bundle_factory import make_small_bundle
 
 
 @pytest.fixture(scope="module")
@@ -358,7 +358,8 @@ def test_a_disk_that_refuses_writes_is_on_the_page(tmp_path, bundle):
 
     import yaml
 
-    from tests.agent_proc import CLI, ROOT, agent_config
+    from leukedge.agent_process import CLI, agent_config
+    from tests.agent_proc import ROOT
 
     frames = write_images(tmp_path / "frames", 12)
     cfg = tmp_path / "agent.yaml"

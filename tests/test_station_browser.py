@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from edge.messages import DEFAULT_PREFIX, topic
-from tests.agent_proc import ROOT, AgentProcess, ResultFeed, agent_config
-from tests.bundle_factory import make_small_bundle
+from leukedge.agent_process import AgentProcess, ResultFeed, agent_config
+from leukedge.bundle_factory import make_small_bundle
+from tests.agent_proc import ROOT
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
 pytestmark = [

@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from edge.store import Store
+from leukedge.agent_process import CLI, AgentProcess, write_images
 from leukedge.cli import main
-from tests.agent_proc import CLI, ROOT, AgentProcess, write_images
+from tests.agent_proc import ROOT
 from tests.update_kit import Kit, assert_switch, events, results, wait_for
 
 pytestmark = pytest.mark.slow
@@ -40,7 +41,7 @@ def install(config, *args, timeout=90) -> tuple[int, dict | None]:
 
 
 def test_with_keys_an_unsigned_configured_bundle_exits_2(kit, tmp_path, frames, capsys):
-    from tests.bundle_factory import make_small_bundle
+    from leukedge.bundle_factory import make_small_bundle
 
     cfg = kit.config(tmp_path, frames)
     cfg["bundle"] = str(make_small_bundle(tmp_path, formats=("tflite-int8",)))
@@ -95,7 +96,7 @@ def test_drop_folder_install_then_cli_rollback_and_reinstall(kit, tmp_path, fram
     assert switches == [kit.b_model, kit.a_model, kit.b_model]
     seqs = [r["seq"] for r in results(tmp_path)]
     assert seqs == list(range(1, len(seqs) + 1))
-    from tests.agent_proc import logged
+    from leukedge.agent_process import logged
 
     samples = logged(tmp_path / "results.jsonl", "sample")
     assert "model_change" in {s["closed_by"] for s in samples}  # (none is open when a sample just filled up)

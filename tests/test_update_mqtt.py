@@ -12,8 +12,8 @@ import json
 import paho.mqtt.client as mqtt
 import pytest
 
+from leukedge.agent_process import AgentProcess, write_images
 from leukedge.cli import main
-from tests.agent_proc import AgentProcess, write_images
 from tests.update_kit import Kit, assert_switch, events, results, wait_for
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ from edge.config import validate
 from edge.pack import safe_unpack
 from edge.store import Store
 from edge.trust import manifest_sha256
-from tests.agent_proc import write_images
+from leukedge.agent_process import write_images
 from tests.update_kit import Kit, events, results
 
 pytestmark = pytest.mark.slow

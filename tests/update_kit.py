@@ -15,8 +15,8 @@ from converter.signing import new_keys, sign
 from edge.manifest import MANIFEST, load_manifest, sha256_file
 from edge.pack import pack
 from edge.trust import SIGNATURE, manifest_sha256
-from tests.agent_proc import agent_config, logged
-from tests.bundle_factory import make_small_bundle
+from leukedge.agent_process import agent_config, logged
+from leukedge.bundle_factory import make_small_bundle
 
 
 class Kit:

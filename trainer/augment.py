@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 from edge.errors import BadInput
@@ -25,10 +26,8 @@ def grey_axis_rotations(degrees) -> np.ndarray:
     return np.cos(t) * np.eye(3) + np.sin(t) * cross + (1 - np.cos(t)) * np.outer(u, u)
 
 
-def _symmetry(img: np.ndarray, k: int, flip: int) -> np.ndarray:
+def symmetry(img: np.ndarray, k: int, flip: int) -> np.ndarray:
     """rot90 k times (counter-clockwise), then a horizontal flip if `flip`: one OpenCV pass where possible."""
-    import cv2
-
     if not flip:
         return cv2.rotate(img, _ROTATE[k]) if k else img
     if k == 0:
@@ -56,8 +55,6 @@ def augment_batch(
     hue rotated +- 4 degrees about the grey axis; all three fold into one 3x4 affine
     colour matrix per image, applied by cv2.transform with uint8 saturation.
     """
-    import cv2
-
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
         raise ValueError(f"augment_batch wants uint8 (B, H, W, 3), got {x.dtype} {x.shape}")
     b, h, w, _ = x.shape
@@ -71,7 +68,7 @@ def augment_batch(
     matrices[:, :, :3] = (gains * contrasts)[:, None, None] * grey_axis_rotations(hues)
     offsets = (gains * (1 - contrasts)).astype(np.float32)
     for i in range(b):
-        img = _symmetry(x[i], int(ks[i]), int(flips[i]))
+        img = symmetry(x[i], int(ks[i]), int(flips[i]))
         matrices[i, :, 3] = offsets[i] * float(np.mean(cv2.mean(img)[:3]))  # geometry keeps the mean
         cv2.transform(img, matrices[i], dst=out[i])
     return out

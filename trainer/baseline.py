@@ -11,6 +11,7 @@ carries `baseline_accuracy` and `beats_baseline` (percentage points).
 from __future__ import annotations
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 HIST_BINS = 8
 
@@ -42,16 +43,13 @@ def fit_color_baseline(x: np.ndarray, y: np.ndarray, seed: int = 0):
     One OpenMP thread: on 30 features the fit takes seconds, and next to a training
     process (or other jobs) a multi-threaded fit spends ten times longer spin-waiting.
     """
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from threadpoolctl import threadpool_limits
+    from sklearn.ensemble import HistGradientBoostingClassifier  # heavy: start-up cost
 
     with threadpool_limits(1):
         return HistGradientBoostingClassifier(random_state=seed).fit(color_features(x), np.asarray(y))
 
 
 def predict_color_baseline(clf, x: np.ndarray) -> np.ndarray:
-    from threadpoolctl import threadpool_limits
-
     with threadpool_limits(1):
         return clf.predict(color_features(x))
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.postprocess import PostProcess, pool, postprocess
+from edge.thresholds import choose_refer_below
+from trainer.plots import plot_reliability
 from trainer.report import expected_calibration_error
 
 T_RANGE = (0.05, 20.0)
@@ -157,8 +159,6 @@ def model_report(model, x_val, y_val, x_test, y_test, model_prior, expected_prio
 
     Same choices as the converter (which refits on the int8 file): prior shift, temperature,
     TTA kept only with a validation gain, pooling by sample-level ECE on synthetic slides."""
-    from edge.thresholds import choose_refer_below
-
     val, test = predict_passes(model, x_val, batch, True), predict_passes(model, x_test, batch, True)
     plain = fit_postprocess(y_val, val[:, :1], model_prior, expected_prior, "none")
     tta = fit_postprocess(y_val, val, model_prior, expected_prior, "dihedral")
@@ -175,8 +175,6 @@ def model_report(model, x_val, y_val, x_test, y_test, model_prior, expected_prio
            "ece_before": expected_calibration_error(y_test, raw), **box_metrics(y_test, box),
            "samples": compare_pooling(y_test, box, refer)}
     if png is not None:
-        from trainer.plots import plot_reliability
-
         out["reliability_png"] = str(plot_reliability(y_test, {"raw": raw, "post-processed": box}, png))
     return out
 

@@ -267,7 +267,7 @@ def split_items(
     out: dict[str, list[Item]] = {name: [] for name in SPLITS}
     for label, group in _by_label(items).items():
         rng = np.random.default_rng([seed, LABELS.index(label)])
-        ordered = sorted(group, key=_item_key)
+        ordered = sorted(group, key=item_key)
         step = 1 if protocol == "image" else BLOCK_SIZE
         blocks = [ordered[i : i + step] for i in range(0, len(ordered), step)]
         units = [blocks[i] for i in rng.permutation(len(blocks))]
@@ -285,11 +285,11 @@ def split_items(
         _by_label(test)
         out["test"] = test
     for name in ("train", "val") if test_items is not None else SPLITS:
-        out[name].sort(key=_item_key)
+        out[name].sort(key=item_key)
     return out
 
 
-def _item_key(item: Item) -> tuple:
+def item_key(item: Item) -> tuple:
     return LABELS.index(item.label), number_key(item.path)
 
 
@@ -330,7 +330,7 @@ def load_images(
     """Decode and preprocess images into memory: x uint8 (N, H, W, 3), y int64 label indices.
 
     `spec` is the model's InputSpec (size and stain normalisation; an int means a square
-    size without normalisation). Uses edge.bundle.read_image + preprocess (the same
+    size without normalisation). Uses edge.pixels.read_image + preprocess (the same
     crop/resize/stain-norm as the edge box). Files that cannot be decoded are skipped and
     returned in `bad` as (path, reason); x and y then hold only the good ones, in item
     order. Raises BadInput when the array would exceed `memory_budget` bytes.

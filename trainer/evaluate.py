@@ -16,7 +16,9 @@ from pathlib import Path
 
 from edge.errors import BadInput
 from edge.manifest import LABELS, InputSpec
+from edge.postprocess import PostProcess
 from trainer.baseline import baseline_accuracy, compare
+from trainer.calibrate import apply_report
 from trainer.data import count_labels, load_images, report_skipped, scan
 from trainer.plots import plot_confusion
 from trainer.report import classification_report, format_table, versions, write_json
@@ -48,9 +50,6 @@ def evaluate_run(run: Path, data: Path, out: Path | None = None, train_data: Pat
     probs = trained.model.predict(x, batch_size=batch, verbose=1 if progress else 0)
     report = classification_report(y, probs, LABELS)
     if train_report.get("postprocess"):  # the run's fitted post-processing, as the box would apply it
-        from edge.postprocess import PostProcess
-        from trainer.calibrate import apply_report
-
         fitted = train_report["postprocess"]
         report["postprocess"] = apply_report(trained.model, x, y, PostProcess.model_validate(fitted["params"]), batch,
                                              fitted["refer_below"])

@@ -17,14 +17,14 @@ imports TensorFlow, so it works on a JAX-only GPU box.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from edge.errors import BadInput
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("mobilenetv2", "custom_cnn")
 BASE_NAME = "mobilenetv2_base"
 BN_MOMENTUM = 0.9
 # Fine-tuning unfreezes the base from this block upwards (blocks 6-16 + the last 1x1
@@ -32,11 +32,46 @@ BN_MOMENTUM = 0.9
 FINE_TUNE_FROM = "block_6_expand"
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 CNN_FILTERS = (32, 64, 128, 256)
+SIZE_OPTIONS = ("alpha", "width", "cnn_depth")  # the options that size a network; each belongs to one arch
 
 
 class Built(NamedTuple):
     model: object  # keras.Model
     weights: str  # where the starting weights came from: "imagenet", "none", "file:<name>"
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Everything the trainer knows about one architecture; every per-arch rule reads this record.
+
+    `base` is set for a network built around a separately weighted pretrained base (named
+    BASE_NAME): --weights then means the base's weights (ImageNet or a no-top file),
+    training runs head-then-fine-tune with the base's batch norm frozen from
+    `fine_tune_from` up, and pretraining saves the base alone. Without one, --weights is
+    a file of the whole classifier and pretraining saves the whole classifier.
+    """
+
+    name: str
+    scale: tuple[float, float]  # Rescaling of the uint8 input: (scale, offset)
+    features: Callable  # (scaled input, img_size, alpha, weights, dropout, width, cnn_depth) -> (features, source)
+    options: tuple[str, ...]  # which of SIZE_OPTIONS size it (the others are reported as None)
+    small: dict  # the sizing of a small, quick model (the few-label comparison)
+    layer_hint: str  # a word in its layer names: recognises a run whose records do not name it
+    base: Callable | None = None  # (img_size, alpha, weights) -> (keras base model, weights source)
+    fine_tune_from: str | None = None  # the base's first layer that fine-tuning trains
+
+
+def architecture(name: str) -> Arch:
+    """The record of `name`; BadInput naming the choices when there is none."""
+    if name not in ARCHITECTURES:
+        raise BadInput(f"--arch {name!r}: unknown architecture (choose from {', '.join(ARCHS)})")
+    return ARCHITECTURES[name]
+
+
+def sizing(arch: str, config) -> dict:
+    """{alpha, width, cnn_depth} for a report: `config`'s value for the options that size `arch`, None for the rest."""
+    options = architecture(arch).options
+    return {name: getattr(config, name) if name in options else None for name in SIZE_OPTIONS}
 
 
 def build_model(arch: str, img_size: int = 224, num_classes: int = 4, alpha: float = 1.0,
@@ -57,34 +92,63 @@ def build(arch: str, img_size: int = 224, num_classes: int = 4, alpha: float = 1
     """
     import keras
 
-    if arch not in ARCHS:
-        raise BadInput(f"--arch {arch!r}: unknown architecture (choose from {', '.join(ARCHS)})")
+    record = architecture(arch)
     if img_size < 32:
         raise BadInput(f"--img-size {img_size}: must be at least 32 px")
     if cnn_depth not in (1, 2):
         raise BadInput(f"--cnn-depth {cnn_depth}: must be 1 (the paper's one convolution per block) or 2")
     inputs = keras.Input(shape=(img_size, img_size, 3), dtype="uint8", name="image")
-    if arch == "mobilenetv2":
-        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
-        base, source = _mobilenet_base(img_size, alpha, weights)
-        x = base(x)
-        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-        x = keras.layers.Dropout(dropout, name="dropout")(x)
-    else:
-        x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
-        x = _cnn_body(x, width, cnn_depth)
-        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-        x = keras.layers.Dropout(dropout, name="dropout")(x)
-        x = keras.layers.Dense(max(8, int(128 * width)), activation="relu", name="head_dense")(x)
-        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-        source = "none"
+    scale, offset = record.scale
+    x = keras.layers.Rescaling(scale, offset=offset, name="scale")(inputs)
+    x, source = record.features(x, img_size, alpha, weights, dropout, width, cnn_depth)
     # float32 softmax even under mixed precision: probabilities must sum to one.
     outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs")(x)
     model = keras.Model(inputs, outputs, name=f"leukedge_{arch}")
-    if arch == "custom_cnn":
-        source = _load_cnn_weights(model, weights)
+    if record.base is None:  # --weights is a file of the whole classifier
+        source = _load_model_weights(model, weights)
     set_bn_momentum(model, BN_MOMENTUM)
     return Built(model, source)
+
+
+def encoder(arch: str, img_size: int, num_classes: int, alpha: float = 1.0, width: float = 1.0,
+            cnn_depth: int = 2):
+    """For pretraining, from random weights: (uint8 image -> pooled features, the model whose weights to save).
+
+    With a pretrained base the saved model is the base alone (its Keras batch-norm momentum
+    kept), which `build(weights=PATH)` loads as a no-top file; otherwise it is the whole
+    classifier with an untrained head.
+    """
+    import keras
+
+    record = architecture(arch)
+    if record.base is not None:
+        inputs = keras.Input((img_size, img_size, 3), dtype="uint8", name="image")
+        base, _ = record.base(img_size, alpha, "none")
+        scale, offset = record.scale
+        x = keras.layers.Rescaling(scale, offset=offset, name="scale")(inputs)
+        pooled = keras.layers.GlobalAveragePooling2D(name="pool")(base(x))
+        return keras.Model(inputs, pooled, name="encoder"), base
+    full = build_model(arch, img_size, num_classes, width=width, cnn_depth=cnn_depth)
+    return keras.Model(full.inputs, full.get_layer("pool").output, name="encoder"), full
+
+
+def _mobilenet_features(x, img_size, alpha, weights, dropout, width, cnn_depth):
+    import keras
+
+    base, source = mobilenet_base(img_size, alpha, weights)
+    x = base(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.layers.Dropout(dropout, name="dropout")(x), source
+
+
+def _cnn_features(x, img_size, alpha, weights, dropout, width, cnn_depth):
+    import keras
+
+    x = _cnn_body(x, width, cnn_depth)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    x = keras.layers.Dense(max(8, int(128 * width)), activation="relu", name="head_dense")(x)
+    return keras.layers.Dropout(dropout, name="head_dropout")(x), "none"
 
 
 def _cnn_body(x, width: float = 1.0, depth: int = 2):
@@ -92,7 +156,7 @@ def _cnn_body(x, width: float = 1.0, depth: int = 2):
 
     Filters 32-64-128-256; one convolution in the first block (it runs at full
     resolution, where a second one would double the cost), `depth` in the others
-    (2 by default, about 2.1 GMACs at 224 px; 1 is the paper's design and far cheaper).
+    (2 by default; 1 is the paper's design and far cheaper: docs/trainer.md has the cost of each).
     """
     import keras
 
@@ -107,7 +171,8 @@ def _cnn_body(x, width: float = 1.0, depth: int = 2):
     return x
 
 
-def _mobilenet_base(img_size: int, alpha: float, weights: str):
+def mobilenet_base(img_size: int, alpha: float, weights: str):
+    """Keras' MobileNetV2 without its top, named BASE_NAME; (model, weights source) as `build` explains."""
     import keras
 
     def make(w):
@@ -136,7 +201,7 @@ def _mobilenet_base(img_size: int, alpha: float, weights: str):
                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
 
 
-def _load_cnn_weights(model, weights: str) -> str:
+def _load_model_weights(model, weights: str) -> str:
     if weights in ("none", "auto", None):
         return "none"
     if weights == "imagenet":
@@ -156,6 +221,16 @@ def _weights_path(weights: str) -> Path:
     if not path.name.endswith(".h5"):
         raise BadInput(f"--weights {weights}: expected a Keras weights .h5 file")
     return path
+
+
+ARCHITECTURES: dict[str, Arch] = {
+    "mobilenetv2": Arch("mobilenetv2", scale=(1.0 / 127.5, -1.0), features=_mobilenet_features, options=("alpha",),
+                        small={"alpha": 0.35}, layer_hint="mobilenet", base=mobilenet_base,
+                        fine_tune_from=FINE_TUNE_FROM),
+    "custom_cnn": Arch("custom_cnn", scale=(1.0 / 255.0, 0.0), features=_cnn_features, options=("width", "cnn_depth"),
+                       small={"width": 0.5}, layer_hint="block1_conv1"),
+}
+ARCHS = tuple(ARCHITECTURES)
 
 
 # --------------------------------------------------------------------------- layer helpers

@@ -13,7 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import imagehash
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from edge.errors import BadInput
 from trainer.data import Item
@@ -24,9 +26,6 @@ HASH = "phash-64 (imagehash)"
 
 def phash64(path: Path) -> int:
     """The 64-bit perceptual hash of an image file as an int."""
-    import imagehash
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as img:
             return int(str(imagehash.phash(img.convert("RGB"))), 16)

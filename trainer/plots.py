@@ -6,8 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.report import expected_calibration_error
 
-def _pyplot():
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend; imported on first use, as only plots need it."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on training servers
@@ -16,7 +19,8 @@ def _pyplot():
     return plt
 
 
-def _save(plt, fig, path: Path) -> Path:
+def save_figure(plt, fig, path: Path) -> Path:
+    """Lay out, write the PNG, close the figure (pyplot keeps every open one); returns the path."""
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -25,7 +29,7 @@ def _save(plt, fig, path: Path) -> Path:
 
 def plot_history(history: dict, path: Path) -> Path:
     """Loss and accuracy per epoch, training and validation, with phase changes marked."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = range(1, len(history.get("loss", [])) + 1)
     for ax, key in zip(axes, ("loss", "accuracy")):
@@ -44,12 +48,12 @@ def plot_history(history: dict, path: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.legend()
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def plot_confusion(report: dict, path: Path, title: str | None = None) -> Path:
     """Confusion matrix (rows true, columns predicted) with counts, from a classification report."""
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(report["confusion_matrix"])
     labels = report["labels"]
     fig, ax = plt.subplots(figsize=(5, 4.5))
@@ -63,16 +67,12 @@ def plot_confusion(report: dict, path: Path, title: str | None = None) -> Path:
             ax.text(j, i, str(cm[i, j]), ha="center", va="center",
                     color="white" if cm[i, j] > cm.max() / 2 else "black")
     ax.set_title(title or f"accuracy {report['accuracy'] * 100:.2f} % (n={cm.sum()})")
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def plot_reliability(y, curves: dict, path: Path, bins: int = 15) -> Path:
     """Reliability diagram: accuracy against confidence per bin, one line per named set of probabilities."""
-    import numpy as np
-
-    from trainer.report import expected_calibration_error
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect")
     y = np.asarray(y)
@@ -89,14 +89,12 @@ def plot_reliability(y, curves: dict, path: Path, bins: int = 15) -> Path:
     ax.set_ylim(0, 1.02)
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(f"reliability (n={len(y)})")
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def plot_risk_coverage(curve: dict, path: Path, refer_below: float | None = None) -> Path:
     """Error among accepted fields against the share accepted; the manifest's threshold marked."""
-    import numpy as np
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     cov, risk = np.asarray(curve["coverage"]), np.asarray(curve["risk"])
     ax.plot(100 * cov, 100 * risk, "-")
@@ -110,4 +108,4 @@ def plot_risk_coverage(curve: dict, path: Path, refer_below: float | None = None
     ax.set_xlabel("coverage (% of fields decided, not referred)")
     ax.set_ylabel("error among decided (%)")
     ax.set_title("risk-coverage")
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)

@@ -21,10 +21,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from edge.errors import BadInput
 from edge.manifest import LABELS
+from trainer.augment import symmetry
+from trainer.data import IMAGE_EXTS, Item, load_images, scan
+from trainer.device import accelerated, jit_compile
+from trainer.models import architecture, encoder, sizing
+from trainer.plots import pyplot, save_figure
+from trainer.validation import BN_RECAL_IMAGES, recalibrate_bn
 
 WEIGHTS = "backbone.weights.h5"
 LAMBDA, MU, NU = 25.0, 25.0, 1.0  # VICReg's invariance, variance, covariance weights
@@ -60,10 +67,6 @@ def two_views(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     into one 3x4 matrix that cv2.transform applies with uint8 saturation: every pixel pass is
     an OpenCV call that releases the GIL, so several threads make views in parallel.
     """
-    import cv2
-
-    from trainer.augment import _symmetry
-
     n, s = x.shape[0], x.shape[1]
     area, ratio = rng.uniform(0.35, 1.0, n), np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3), n))
     hs = np.minimum(s, np.round(s * np.sqrt(area / ratio))).astype(int)
@@ -78,7 +81,7 @@ def two_views(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     for i in range(n):
         t, left = tops[i], lefts[i]
         img = cv2.resize(x[i, t:t + hs[i], left:left + ws[i]], (s, s), interpolation=cv2.INTER_LINEAR)
-        img = _symmetry(img, int(ks[i]), int(flips[i]))
+        img = symmetry(img, int(ks[i]), int(flips[i]))
         if blur[i]:
             img = cv2.GaussianBlur(img, (0, 0), blur[i])
         jittered = (gains[i], offsets[i], contrasts[i], sats[i]) if jitter[i] else None
@@ -107,14 +110,13 @@ def colour_matrix(channel_means, jitter: tuple | None, grey: bool) -> np.ndarray
 
 def view_pairs(x: np.ndarray, batch: int, seed: int, workers: int | None):
     """Full shuffled batches of ((view a, view b), dummy target), made ahead by `workers` threads."""
-    from trainer.pipeline import TrainBatches, default_workers
-    from trainer.train import _accelerated
+    from trainer.pipeline import TrainBatches, default_workers  # imports keras: start-up cost
 
     class _Pairs(TrainBatches):
         def transform(self, xb, yb, rng):
             return (two_views(xb, rng), two_views(xb, rng)), np.zeros((len(xb), 1), np.float32)
 
-    threads = workers if workers is not None else default_workers(_accelerated())
+    threads = workers if workers is not None else default_workers(accelerated())
     return _Pairs(x, np.zeros(len(x), np.int32), batch, seed=seed, drop_remainder=True, threads=threads)
 
 
@@ -158,27 +160,12 @@ def vicreg_loss(_y_true, y_pred):
 
 
 def build_encoder(cfg: PretrainConfig):
-    """(encoder uint8 image -> pooled features, model whose weights are saved, saved-model kind)."""
-    import keras
-
-    from trainer.models import _mobilenet_base, build_model
-
-    if cfg.arch == "mobilenetv2":
-        inputs = keras.Input((cfg.img_size, cfg.img_size, 3), dtype="uint8", name="image")
-        base, _ = _mobilenet_base(cfg.img_size, cfg.alpha, "none")
-        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(inputs)
-        pooled = keras.layers.GlobalAveragePooling2D(name="pool")(base(x))
-        return keras.Model(inputs, pooled, name="encoder"), base
-    if cfg.arch == "custom_cnn":
-        full = build_model("custom_cnn", cfg.img_size, len(LABELS), width=cfg.width, cnn_depth=cfg.cnn_depth)
-        return keras.Model(full.inputs, full.get_layer("pool").output, name="encoder"), full
-    raise BadInput(f"--arch {cfg.arch!r}: unknown architecture (choose mobilenetv2 or custom_cnn)")
+    """(encoder uint8 image -> pooled features, the model whose weights are saved): trainer.models.encoder."""
+    return encoder(cfg.arch, cfg.img_size, len(LABELS), alpha=cfg.alpha, width=cfg.width, cnn_depth=cfg.cnn_depth)
 
 
 def load_pool(cfg: PretrainConfig) -> tuple[np.ndarray, np.ndarray, int]:
     """(all images, labels of the labelled ones, how many are labelled): --data first, then --unlabeled."""
-    from trainer.data import IMAGE_EXTS, Item, load_images, scan
-
     found = scan(Path(cfg.data), cfg.subset)
     x_lab, y_lab, _ = load_images(found.items, cfg.img_size, progress=False)
     extra = []
@@ -197,7 +184,7 @@ def knn_accuracy(encoder, x, y, batch: int, seed: int = 0) -> float | None:
     """5-fold cross-validated 5-NN accuracy (cosine) of the encoder's features on labelled images."""
     if len(np.unique(y)) < 2 or min(np.bincount(y)[np.unique(y)]) < 5:
         return None
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_score  # heavy: start-up cost
     from sklearn.neighbors import KNeighborsClassifier
 
     f = np.asarray(encoder.predict(x, batch_size=batch, verbose=0), np.float64)
@@ -210,12 +197,11 @@ def pretrain(cfg: PretrainConfig) -> dict:
     """Run VICReg; write PRE/backbone.weights.h5, pretrain_report.json, pretrain_loss.png; return the report."""
     import keras
 
-    from trainer.train import TrainConfig, recalibrate_bn
-
     start = time.perf_counter()
     out = Path(cfg.out)
     if not Path(cfg.data).is_dir():
         raise BadInput(f"--data {cfg.data}: not a folder")
+    architecture(cfg.arch)  # BadInput for an unknown one, before any work
     if cfg.epochs < 1 or cfg.batch < 4 or cfg.img_size < 32:
         raise BadInput("--epochs must be >= 1, --batch >= 4 and --img-size >= 32")
     out.mkdir(parents=True, exist_ok=True)
@@ -226,7 +212,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     # without recalibration its inference-mode features are the same for every image, and the
     # fine-tune, whose BN layers stay frozen in inference mode, starts from nothing.
     rng = np.random.default_rng(cfg.seed)
-    recal = x[rng.permutation(len(x))[: TrainConfig.bn_recal_images]]  # as many as train's default
+    recal = x[rng.permutation(len(x))[:BN_RECAL_IMAGES]]  # as many as train's default
     recalibrate_bn(encoder, recal, cfg.batch)
     knn_before = knn_accuracy(encoder, x[:n_lab], y, cfg.batch, cfg.seed)
     proj = keras.Sequential([keras.layers.Dense(cfg.proj_dim), keras.layers.BatchNormalization(), keras.layers.ReLU(),
@@ -239,10 +225,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     steps = len(x) // batch
     schedule = keras.optimizers.schedules.CosineDecay(cfg.lr * 0.01, max(1, steps * cfg.epochs), alpha=0.01,
                                                       warmup_target=cfg.lr, warmup_steps=max(1, steps))
-    from trainer.train import _jit_compile
-
     ssl.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=vicreg_loss,
-                jit_compile=_jit_compile())  # no XLA for TensorFlow on CPU: it compiles for minutes
+                jit_compile=jit_compile())  # no XLA for TensorFlow on CPU: it compiles for minutes
     timer = epoch_timer(cfg.epochs, cfg.verbose)
     pairs = view_pairs(x, batch, cfg.seed, cfg.workers)
     try:
@@ -255,9 +239,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     saved.save_weights(weights)
     steady = seconds[1:] or seconds
     report = {"method": "vicreg", "arch": cfg.arch, "img_size": cfg.img_size,
-              "alpha": cfg.alpha if cfg.arch == "mobilenetv2" else None,
-              "width": cfg.width if cfg.arch == "custom_cnn" else None,
-              "cnn_depth": cfg.cnn_depth if cfg.arch == "custom_cnn" else None,
+              **sizing(cfg.arch, cfg),
               "images": int(len(x)), "labelled_images": int(n_lab), "epochs": cfg.epochs, "batch": batch,
               "loss": history, "img_per_s": round(steps * batch * len(steady) / max(sum(steady), 1e-9), 1),
               "knn_accuracy_random_init": knn_before, "knn_accuracy": knn_accuracy(encoder, x[:n_lab], y, cfg.batch,
@@ -270,11 +252,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
 
 def _plot_loss(history: list[float], path: Path) -> Path:
-    from trainer.plots import _pyplot, _save
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(range(1, len(history) + 1), history, "o-")
     ax.set_xlabel("epoch")
     ax.set_ylabel("VICReg loss")
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)

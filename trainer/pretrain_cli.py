@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from edge.argtypes import positive_int
+from trainer.models import ARCHS
+from trainer.pretrain import PretrainConfig, pretrain
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unlabeled", type=Path, action="append", default=[],
                         help="folder of unlabelled fields (any depth); repeatable")
     parser.add_argument("--out", type=Path, required=True, help="folder to write (backbone.weights.h5, report)")
-    parser.add_argument("--arch", default="mobilenetv2", choices=("mobilenetv2", "custom_cnn"))
+    parser.add_argument("--arch", default="mobilenetv2", choices=ARCHS)
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier (match train)")
     parser.add_argument("--width", type=float, default=1.0, help="custom CNN filter multiplier (match train)")
@@ -31,8 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.pretrain import PretrainConfig, pretrain
-
     report = pretrain(PretrainConfig(
         data=str(args.data), out=str(args.out), unlabeled=[str(u) for u in args.unlabeled], arch=args.arch,
         img_size=args.img_size, alpha=args.alpha, width=args.width, cnn_depth=args.cnn_depth, epochs=args.epochs,

@@ -3,13 +3,11 @@
 full keeps the documented defaults (60 epochs from scratch, 30 pretrained, patience 10)
 for GPU workstations. quick is for a 2-core box without a GPU: on the real ALL set a
 from-scratch MobileNetV2 at 224 px reached its best validation accuracy within about ten
-epochs (98.5-98.9 % from epoch 6 on; 14 epochs took 35.7 min on 2 cores), so 14 epochs
-with early stopping after 5 idle ones keeps a run under an hour there. It also recomputes the
-batch-norm statistics before each validation from 128 training images instead of 512: that
-pass runs eagerly, and for MobileNetV2 at 224 px on 2 cores it took 34.9 s per epoch with 512
-images and 12.4 s with 128 (on a box that trained it at about 6 img/s that day), while validation
-accuracy after recalibrating from 32, 64, 128 or all 280 training images of the demo's set
-agreed within one image of 60 (docs/trainer.md).
+epochs, so 14 epochs with early stopping after 5 idle ones keeps a run under an hour there.
+It also recomputes the batch-norm statistics before each validation from 128 training images
+instead of 512: that pass runs eagerly, so it costs a large share of each epoch on a CPU, and
+recalibrating from 32 to 280 images gave the same validation accuracy within one image. The
+measurements and their commands are in docs/trainer.md.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ split and fails in the next lab. This report scores a RUN (Keras model) or a BUN
 (through the edge backends, exactly as the box runs it) on held-out images under
 every shift of trainer/shifts.py at three strengths. Shifts act on the decoded,
 cropped and resized image (the acquisition side); stain normalisation then runs
-inside edge.bundle.preprocess, as on the box. The colour-statistics baseline is
+inside edge.pixels.preprocess, as on the box. The colour-statistics baseline is
 scored under the same shifts: where it stays as good as the model, the model has
 not shown that it needs more than colour.
 """
@@ -28,6 +28,7 @@ from edge.stain import StainNorm
 from edge.stain import fit_stain_norm
 from trainer.baseline import color_features, fit_color_baseline
 from trainer.data import load_images, scan
+from trainer.plots import pyplot
 from trainer.run import MODEL_FILE, read_split, run_stain
 from trainer.shifts import LEVELS, SHIFTS, apply_to_batch
 
@@ -168,7 +169,7 @@ def stain_norms(choice: str, target: Target, data: ShiftImages) -> dict[str, Sta
 
 
 def normalise(x: np.ndarray, norm: StainNorm) -> np.ndarray:
-    """A batch through edge.bundle.preprocess with `norm` (size unchanged: only the stain step acts)."""
+    """A batch through edge.pixels.preprocess with `norm` (size unchanged: only the stain step acts)."""
     if norm.method == "none":
         return x
     spec = InputSpec(height=x.shape[1], width=x.shape[2], stain_norm=norm)
@@ -267,11 +268,7 @@ def shift_table(report: dict) -> str:
 
 def write_plot(report: dict, path: Path) -> Path:
     """Accuracy against strength, one panel per shift; solid = model, dashed = colour baseline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(report["shifts"])
     cols = 4
     rows = -(-len(names) // cols)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edge.stain import METHODS as STAIN_METHODS
 from trainer.robustness import robustness_report, shift_table
 
 
@@ -19,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "auto (default): split for a RUN, all for a BUNDLE")
     parser.add_argument("--out", type=Path, default=None,
                         help="robustness.json to write (default: RUN|BUNDLE/robustness.json; the PNG goes next to it)")
-    parser.add_argument("--stain-norm", choices=("none", "reinhard", "macenko", "both"), default="reinhard",
+    parser.add_argument("--stain-norm", choices=(*STAIN_METHODS, "both"), default="reinhard",
                         help="normalisation(s) to compare against none (default: reinhard); the model's own "
                              "training normalisation is always included")
     parser.add_argument("--backend", default="auto",

@@ -1,6 +1,6 @@
 """A training RUN folder: its file names, what it says about itself, and its checked loading.
 
-Does for a run what edge/bundle.py does for a bundle. `leukedge train` writes the
+Does for a run what edge/manifest.py does for a bundle. `leukedge train` writes the
 folder; the converter, `evaluate` and `robustness` read it only through here, so they
 agree on the model's input (size and stain normalisation), its architecture and the
 exact file lists of its splits (RUN/split.json; written by trainer.split).
@@ -20,7 +20,7 @@ from edge.errors import BadInput
 from edge.manifest import LABELS, InputSpec
 from edge.stain import StainNorm
 from trainer.data import SPLITS, Item, load_images
-from trainer.models import ARCHS
+from trainer.models import ARCHITECTURES
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "train_config.json"
@@ -96,10 +96,10 @@ def run_stain(run_dir: Path) -> StainNorm:
 def arch_of(config: dict, report: dict, model) -> str:
     """The architecture the records name, else guessed from the layer names (older runs)."""
     for record in (report, config):
-        if record.get("arch") in ARCHS:
+        if record.get("arch") in ARCHITECTURES:
             return record["arch"]
     names = " ".join(layer.name.lower() for layer in model.layers)
-    return "mobilenetv2" if "mobilenet" in names else "custom_cnn"
+    return next((arch.name for arch in ARCHITECTURES.values() if arch.layer_hint in names), "custom_cnn")
 
 
 def training_info(run: Run) -> dict:
@@ -122,9 +122,15 @@ def training_info(run: Run) -> dict:
         "smote": pick("smote"),
         "img_size": pick("img_size"),
         "recipe": pick("recipe", "full"),
-        "cnn_depth": pick("cnn_depth") if pick("arch") == "custom_cnn" else None,
+        "cnn_depth": pick("cnn_depth") if "cnn_depth" in sized_by(pick("arch")) else None,
         "test_accuracy_float": rep.get("accuracy"),
     }
+
+
+def sized_by(arch) -> tuple[str, ...]:
+    """The options that size the architecture a record names (none for a name it does not know)."""
+    record = ARCHITECTURES.get(arch) if isinstance(arch, str) else None
+    return record.options if record else ()
 
 
 # --------------------------------------------------------------------------- split

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+import cv2
 import numpy as np
 
 from edge.errors import BadInput
@@ -28,8 +29,6 @@ class Shift(NamedTuple):
 
 def _hsv_channel(rgb: np.ndarray, channel: int, lut: np.ndarray) -> np.ndarray:
     """Map one channel of OpenCV's full-range 8-bit HSV (hue 0..255) through a 256-entry LUT."""
-    import cv2
-
     hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV_FULL)
     hsv[..., channel] = lut[hsv[..., channel]]
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
@@ -45,22 +44,16 @@ def saturation(rgb: np.ndarray, factor: float) -> np.ndarray:
 
 
 def brightness(rgb: np.ndarray, gain: float) -> np.ndarray:
-    import cv2
-
     return cv2.convertScaleAbs(rgb, alpha=gain)
 
 
 def gaussian_blur(rgb: np.ndarray, sigma_224: float) -> np.ndarray:
     """Blur with sigma given in pixels of a 224 px field, so strength is independent of image size."""
-    import cv2
-
     sigma = sigma_224 * min(rgb.shape[:2]) / 224
     return cv2.GaussianBlur(rgb, (0, 0), sigmaX=sigma, sigmaY=sigma)
 
 
 def jpeg(rgb: np.ndarray, quality: float) -> np.ndarray:
-    import cv2
-
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise RuntimeError("OpenCV could not JPEG-encode an image")
@@ -68,8 +61,6 @@ def jpeg(rgb: np.ndarray, quality: float) -> np.ndarray:
 
 
 def _white_balance(rgb: np.ndarray, red_gain: float, blue_gain: float) -> np.ndarray:
-    import cv2
-
     lut = np.empty((256, 1, 3), np.uint8)
     levels = np.arange(256)
     for ch, gain in enumerate((red_gain, 1.0, blue_gain)):

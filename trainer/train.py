@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -34,14 +33,19 @@ from edge.errors import BadInput
 from edge.manifest import LABELS, InputSpec
 from edge.stain import fit_stain_norm
 from edge.stain import normalize as stain_normalize  # the step preprocess ends with
+from trainer import neardup
 from trainer.augment import smote_balance
 from trainer.baseline import baseline_accuracy, compare
-from trainer.data import check_every_class, load_images, remove_duplicates, report_skipped, scan, split_items
-from trainer.models import ARCHS, bn_layers, build, freeze_base, unfreeze_upper_base
+from trainer.calibrate import class_prior, model_report
+from trainer.data import (check_every_class, item_key, load_images, remove_duplicates, report_skipped, scan,
+                          split_items)
+from trainer.device import accelerated, distribution_strategy, jit_compile
+from trainer.models import architecture, build, freeze_base, sizing, unfreeze_upper_base
 from trainer.plots import plot_confusion, plot_history
 from trainer.report import classification_report, versions, write_json
 from trainer.run import CONFIG_FILE, HISTORY_FILE, MODEL_FILE, REPORT_FILE, SPLIT_FILE
 from trainer.split import write_split
+from trainer.validation import BN_RECAL_IMAGES, make_validation_callback
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +77,7 @@ class TrainConfig:
     stain_norm: str = "none"
     near_dup_distance: int = 4  # perceptual-hash bits (trainer.neardup); -1 turns the grouping off
     patience: int = 10
-    bn_recal_images: int = 512
+    bn_recal_images: int = BN_RECAL_IMAGES
     mixed_precision: bool = False
     workers: int | None = None  # augmentation threads; None: trainer.pipeline.default_workers
     verbose: int = 1
@@ -87,7 +91,7 @@ class TrainingData:
     x: dict  # split name -> uint8 images
     y: dict  # split name -> int labels
     split_meta: dict
-    stain: object | None  # edge.bundle.StainNorm or None
+    stain: object | None  # edge.stain.StainNorm or None
 
 
 def default_epochs(pretrained: bool) -> int:
@@ -155,9 +159,6 @@ def prepare_data(cfg: TrainConfig, run: Path) -> TrainingData:
 
 def split_near_duplicates(kept, test_items, cfg: TrainConfig):
     """Split with each group of near-duplicates (trainer.neardup) kept whole; (kept, splits, summary)."""
-    from trainer import neardup
-    from trainer.data import _item_key
-
     groups = neardup.near_duplicate_groups(list(kept) + list(test_items or ()), cfg.near_dup_distance)
     near_test: list = []
     if test_items:
@@ -165,80 +166,8 @@ def split_near_duplicates(kept, test_items, cfg: TrainConfig):
     splits = split_items(kept, cfg.split, cfg.seed, cfg.ratios, test_items=test_items)
     splits, moved = neardup.keep_groups_together(splits, groups, fixed=("test",) if test_items else ())
     for name in ("train", "val") if test_items else ("train", "val", "test"):
-        splits[name].sort(key=_item_key)
+        splits[name].sort(key=item_key)
     return kept, splits, neardup.summary(groups, moved, len(near_test), cfg.near_dup_distance)
-
-
-def recalibrate_bn(model, x: np.ndarray, batch_size: int) -> int:
-    """Set the trainable BN layers' moving statistics to the average over `x` (no weight update).
-
-    Works the same under TensorFlow and JAX: an eager forward pass in training mode
-    makes each BN layer assign moving = momentum * moving + (1 - momentum) * batch; with
-    momentum k/(k+1) for batch k the result is the plain mean over all batches.
-    Returns the number of batches used.
-    """
-    layers = [layer for layer in bn_layers(model) if layer.trainable]
-    if not layers or len(x) == 0:
-        return 0
-    batch_size = min(batch_size, len(x))
-    n_batches = len(x) // batch_size  # equal-size batches, so each weighs the same
-    saved = [layer.momentum for layer in layers]
-    try:
-        for k in range(n_batches):
-            for layer in layers:
-                layer.momentum = k / (k + 1)
-            model(x[k * batch_size:(k + 1) * batch_size], training=True)
-    finally:
-        for layer, momentum in zip(layers, saved):
-            layer.momentum = momentum
-    return n_batches
-
-
-def make_validation_callback(**kwargs):
-    import keras
-
-    class EpochValidation(keras.callbacks.Callback):
-        """Recalibrate BN, validate, keep the best weights, stop after `patience` idle epochs.
-
-        Best = highest validation accuracy, ties broken by lower validation loss (on a
-        few hundred images accuracy ties are common). Runs first among the callbacks,
-        so the progress bar and History see val_loss / val_accuracy.
-        """
-
-        def __init__(self, x_recal, x_val, y_val, batch, patience, checkpoint):
-            super().__init__()
-            self.x_recal, self.x_val, self.y_val = x_recal, x_val, y_val
-            self.batch, self.patience, self.checkpoint = batch, patience, checkpoint
-            self.best, self.best_weights, self.best_epoch = (-1.0, -math.inf), None, -1
-            self.train_seconds: list[float] = []
-            self.wait, self._t0 = 0, 0.0
-
-        def on_train_begin(self, logs=None):
-            self.wait = 0  # patience restarts with each phase
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.train_seconds.append(time.perf_counter() - self._t0)
-            model = self.model
-            recalibrate_bn(model, self.x_recal, self.batch)
-            probs = np.asarray(model.predict(self.x_val, batch_size=self.batch, verbose=0), np.float64)
-            loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(self.y_val)), self.y_val], 1e-7, 1.0))))
-            acc = float(np.mean(probs.argmax(1) == self.y_val))
-            logs = logs if logs is not None else {}
-            logs.update(val_loss=loss, val_accuracy=acc,
-                        lr=float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
-            if (acc, -loss) > self.best:
-                self.best, self.best_epoch, self.wait = (acc, -loss), epoch, 0
-                self.best_weights = model.get_weights()
-                model.save_weights(self.checkpoint)
-            else:
-                self.wait += 1
-                if self.wait >= self.patience:
-                    model.stop_training = True
-
-    return EpochValidation(**kwargs)
 
 
 def _compile(model, lr: float, steps: int, epochs: int, warmup_epochs: float):
@@ -250,55 +179,17 @@ def _compile(model, lr: float, steps: int, epochs: int, warmup_epochs: float):
         initial_learning_rate=lr * 0.01, decay_steps=max(1, total - warmup), alpha=0.01,
         warmup_target=lr if warmup else None, warmup_steps=warmup)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"], jit_compile=_jit_compile())
-
-
-def _jit_compile():
-    """XLA everywhere except TensorFlow on CPU, where it compiles slowly and runs slower."""
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return "auto" if tf.config.list_physical_devices("GPU") else False
-    return "auto"
-
-
-def _accelerated() -> bool:
-    """Whether the training step runs on a GPU/TPU (then the host cores are free for augmentation)."""
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.default_backend() != "cpu"
-    return False
-
-
-def _strategy():
-    """MirroredStrategy when TensorFlow sees several GPUs; otherwise no strategy."""
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if len(tf.config.list_physical_devices("GPU")) > 1:
-            return tf.distribute.MirroredStrategy()
-    return None
+                  metrics=["accuracy"], jit_compile=jit_compile())
 
 
 def fit(cfg: TrainConfig, data: TrainingData, run: Path):
     """Build and train; returns (model, weights_source, history dict, train img/s, epochs run)."""
-    from trainer.pipeline import TrainBatches, default_workers  # imports keras
+    from trainer.pipeline import TrainBatches, default_workers  # imports keras: start-up cost
 
     x_train, y_train = data.x["train"], data.y["train"]
     if cfg.smote:
         x_train, y_train = smote_balance(x_train, y_train, seed=cfg.seed)
-    strategy = _strategy()
+    strategy = distribution_strategy()
     scope = strategy.scope() if strategy else contextlib.nullcontext()
     with scope:
         model, source = build(cfg.arch, cfg.img_size, len(LABELS), cfg.alpha, cfg.weights, cfg.dropout,
@@ -306,14 +197,15 @@ def fit(cfg: TrainConfig, data: TrainingData, run: Path):
     pretrained = source != "none"
     epochs = cfg.epochs or default_epochs(pretrained)
     # Full batches only: one input shape, so XLA compiles the training step once.
-    workers = cfg.workers if cfg.workers is not None else default_workers(_accelerated())
+    workers = cfg.workers if cfg.workers is not None else default_workers(accelerated())
     batches = TrainBatches(x_train, y_train, cfg.batch, seed=cfg.seed, drop_remainder=True, threads=workers)
     steps = len(batches)
     rng = np.random.default_rng(cfg.seed)
     recal = data.x["train"][rng.permutation(len(data.x["train"]))[: cfg.bn_recal_images]]
     val_cb = make_validation_callback(x_recal=recal, x_val=data.x["val"], y_val=data.y["val"], batch=cfg.batch,
                                       patience=cfg.patience, checkpoint=str(run / "best.weights.h5"))
-    if cfg.arch == "mobilenetv2" and pretrained:
+    record = architecture(cfg.arch)
+    if record.base is not None and pretrained:  # a pretrained base: the new head first, then fine-tune
         head = min(5, max(1, epochs // 5))
         phases = [("head", head, cfg.lr, 0.0), ("fine-tune", epochs - head, cfg.lr * HEAD_LR_FACTOR, 1.0)]
     else:
@@ -327,7 +219,7 @@ def fit(cfg: TrainConfig, data: TrainingData, run: Path):
             if name == "head":
                 freeze_base(model)
             elif name == "fine-tune":
-                unfreeze_upper_base(model)
+                unfreeze_upper_base(model, record.fine_tune_from)
             _compile(model, lr, steps, n_epochs, warmup)
         if cfg.verbose:
             print(f"phase {name}: {n_epochs} epochs, peak lr {lr:g}, {len(x_train)} training images/epoch")
@@ -355,8 +247,7 @@ def train(cfg: TrainConfig) -> dict:
     """Run the whole flow; returns report.json's content."""
     start = time.perf_counter()
     run = Path(cfg.out)
-    if cfg.arch not in ARCHS:
-        raise BadInput(f"--arch {cfg.arch!r}: unknown architecture (choose from {', '.join(ARCHS)})")
+    architecture(cfg.arch)  # BadInput for an unknown one, before any work
     if not Path(cfg.data).is_dir():
         raise BadInput(f"--data {cfg.data}: not a folder")
     if cfg.weights not in ("auto", "imagenet", "none") and not Path(cfg.weights).is_file():
@@ -387,12 +278,8 @@ def train(cfg: TrainConfig) -> dict:
                "fingerprint": m["fingerprint"],
                "test_source": m["test_root"] or f"{m['protocol']} split of {m['data_root']}"},
         smote=cfg.smote, weights=source, weights_requested=cfg.weights, arch=cfg.arch, img_size=cfg.img_size,
-        alpha=cfg.alpha if cfg.arch == "mobilenetv2" else None,
-        width=cfg.width if cfg.arch == "custom_cnn" else None,
-        cnn_depth=cfg.cnn_depth if cfg.arch == "custom_cnn" else None, recipe=cfg.recipe, epochs=epochs_run,
+        **sizing(cfg.arch, cfg), recipe=cfg.recipe, epochs=epochs_run,
         best_epoch=history["best_epoch"], stain_norm=cfg.stain_norm, train_img_per_s=round(img_per_s, 1))
-    from trainer.calibrate import class_prior, model_report
-
     expected = class_prior(data.y["train"], len(LABELS))  # before SMOTE: the data's own prior
     model_prior = np.full(len(LABELS), 1.0 / len(LABELS)) if cfg.smote else expected
     report["postprocess"] = model_report(model, data.x["val"], data.y["val"], data.x["test"], data.y["test"],

@@ -12,49 +12,34 @@ source "$HERE/../lib.sh"
 # shellcheck source=deploy/agent-lib.sh
 source "$HERE/../agent-lib.sh"
 
-usage() {
-    cat <<EOF
-Usage: sudo $(basename "$0") [--dry-run] [--device-id ID] [--bundle DIR] [--source URI]
-                          [--mqtt URL] [--mqtt-password-file FILE]
-                          [--ort-wheel FILE|URL | --ort-index URL] [--build-engine]
-                          [--prefix DIR] [--start] [--force]
+BUNDLE_HELP="a converted bundle with an onnx-qdq (or onnx-fp32) file"
+SOURCE_HELP="default cv:0; also /dev/videoN, rtsp://..., a file"
+MQTT_HELP="default mqtt://127.0.0.1:1883"
+FORCE_HELP="this does not look like a Jetson"
 
-  --device-id ID      this box's id on MQTT (default: the host name)
-  --bundle DIR        a converted bundle with an onnx-qdq (or onnx-fp32) file
-  --source URI        frame source (default cv:0; also /dev/videoN, rtsp://..., a file)
-  --mqtt URL          broker (default mqtt://127.0.0.1:1883)
-  --mqtt-password-file FILE   the device's broker password (see deploy/mosquitto/add-device.sh)
-  --ort-wheel W       onnxruntime-gpu wheel built for this JetPack (file or URL)
+usage() {
+    agent_usage "[--ort-wheel FILE|URL | --ort-index URL] [--build-engine]" \
+"  --ort-wheel W       onnxruntime-gpu wheel built for this JetPack (file or URL)
   --ort-index URL     a pip index with Jetson onnxruntime-gpu wheels
   --build-engine      also build and time a TensorRT engine from the bundle's Q/DQ ONNX on
-                      this device (deploy/jetson/build_engine.sh)
-  --prefix DIR        where the venv and bundle go (default /opt/leukedge)
-  --start             check the config as the agent user, then start the service
-  --force             install even if this does not look like a Jetson
-  --dry-run           print every step, change nothing
-EOF
+                      this device (deploy/jetson/build_engine.sh)"
+}
+
+own_option() {
+    SHIFT_BY=1
+    case $1 in
+    --ort-wheel) ORT_WHEEL=${2:?--ort-wheel needs a file or URL}; SHIFT_BY=2 ;;
+    --ort-index) ORT_INDEX=${2:?--ort-index needs a URL}; SHIFT_BY=2 ;;
+    --build-engine) ENGINE=1 ;;
+    *) SHIFT_BY=0 ;;
+    esac
 }
 
 SOURCE_URI=cv:0
 ORT_WHEEL=
 ORT_INDEX=
 ENGINE=0
-while [[ $# -gt 0 ]]; do
-    common_option "$@"
-    if [[ $SHIFT_BY -gt 0 ]]; then
-        shift "$SHIFT_BY"
-        continue
-    fi
-    case $1 in
-    --ort-wheel) ORT_WHEEL=${2:?--ort-wheel needs a file or URL}; shift ;;
-    --ort-index) ORT_INDEX=${2:?--ort-index needs a URL}; shift ;;
-    --build-engine) ENGINE=1 ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; die "unknown argument: $1" ;;
-    esac
-    shift
-done
-check_args
+parse_args "$@"
 [[ -z $ORT_WHEEL || -z $ORT_INDEX ]] || die "give --ort-wheel or --ort-index, not both"
 [[ $ENGINE == 0 || -n $BUNDLE ]] || die "--build-engine needs --bundle"
 need_root "$@"

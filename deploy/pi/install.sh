@@ -12,45 +12,31 @@ source "$HERE/../lib.sh"
 # shellcheck source=deploy/agent-lib.sh
 source "$HERE/../agent-lib.sh"
 
-usage() {
-    cat <<EOF
-Usage: sudo $(basename "$0") [--dry-run] [--device-id ID] [--bundle DIR] [--source URI]
-                          [--mqtt URL] [--mqtt-password-file FILE] [--with-broker]
-                          [--no-coral] [--prefix DIR] [--start] [--force]
+BUNDLE_HELP="a converted bundle (manifest.json + model files) to install"
+SOURCE_HELP="default picam: - the Pi camera via picamera2"
+MQTT_HELP="default mqtt://127.0.0.1:1883, the local broker"
+FORCE_HELP="this is not Raspberry Pi OS Bookworm"
 
-  --device-id ID      this box's id on MQTT (default: the host name)
-  --bundle DIR        a converted bundle (manifest.json + model files) to install
-  --source URI        frame source (default picam: - the Pi camera via picamera2)
-  --mqtt URL          broker (default mqtt://127.0.0.1:1883, the local broker)
-  --mqtt-password-file FILE   the device's broker password (see deploy/mosquitto/add-device.sh)
-  --with-broker       also set up the clinic broker on this box (deploy/mosquitto/install-broker.sh)
+usage() {
+    agent_usage "[--with-broker] [--no-coral]" \
+"  --with-broker       also set up the clinic broker on this box (deploy/mosquitto/install-broker.sh)
                       with a user for this device; its password is used for the agent
-  --no-coral          skip the Coral Edge TPU runtime
-  --prefix DIR        where the venv and bundle go (default /opt/leukedge)
-  --start             check the config as the agent user, then start the service
-  --force             install even if this is not Raspberry Pi OS Bookworm
-  --dry-run           print every step, change nothing
-EOF
+  --no-coral          skip the Coral Edge TPU runtime"
+}
+
+own_option() {
+    SHIFT_BY=1
+    case $1 in
+    --with-broker) BROKER=1 ;;
+    --no-coral) CORAL=0 ;;
+    *) SHIFT_BY=0 ;;
+    esac
 }
 
 SOURCE_URI=picam:
 BROKER=0
 CORAL=1
-while [[ $# -gt 0 ]]; do
-    common_option "$@"
-    if [[ $SHIFT_BY -gt 0 ]]; then
-        shift "$SHIFT_BY"
-        continue
-    fi
-    case $1 in
-    --with-broker) BROKER=1 ;;
-    --no-coral) CORAL=0 ;;
-    -h | --help) usage; exit 0 ;;
-    *) usage >&2; die "unknown argument: $1" ;;
-    esac
-    shift
-done
-check_args
+parse_args "$@"
 need_root "$@"
 
 codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-unknown}")

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from edge.errors import BadInput
+from trainer.synth.fields import generate_dataset
+from trainer.synth.video import write_video
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,16 +34,12 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         if args.per_class is None:
             raise BadInput("synth: --per-class N is required with --out")
-        from trainer.synth.fields import generate_dataset
-
         counts = generate_dataset(args.out, args.per_class, size=args.size, seed=args.seed,
                                   shortcut=args.shortcut, progress=args.progress, look=args.look)
         kind = "shortcut (stain session follows class)" if args.shortcut else "stain sessions independent of class"
         print(f"synth: wrote {sum(counts.values())} {args.look} fields at {args.size} px ({kind}, seed {args.seed}) "
               f"to {args.out / 'Original'}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if args.video is not None:
-        from trainer.synth.video import write_video
-
         if args.video_fields < 1 or args.video_per_slide < 1:
             raise BadInput(f"synth: --video-fields and --video-per-slide must be at least 1, "
                            f"got {args.video_fields} and {args.video_per_slide}")

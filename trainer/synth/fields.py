@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -63,8 +64,6 @@ def render(rng: np.random.Generator, label: str, size: int, look: str = "all", *
     px) overrides the size-relative scale and `spread` (0..1) limits where leukocytes
     go, which the video uses to paint a large slide canvas at frame magnification.
     """
-    import cv2
-
     if label not in LEUKOCYTE_TYPES:
         raise BadInput(f"synth: unknown class {label!r} (expected one of {', '.join(LABELS)})")
     if look not in LOOKS:
@@ -135,8 +134,6 @@ def generate_dataset(out: Path, per_class: int, size: int = 224, seed: int = 0,
     For a shortcut experiment call it twice: shortcut=True for the training folder and
     shortcut=False with another seed for a decorrelated test folder.
     """
-    import cv2
-
     out = Path(out)
     if per_class < 1:
         raise BadInput(f"synth: --per-class must be at least 1, got {per_class}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 # stain optical density per unit density (R, G, B): eosin absorbs green, azure red and green
@@ -117,8 +118,6 @@ def illumination(size: int, s: dict) -> np.ndarray:
 
 def draw_scale_bar(img: np.ndarray, unit: float) -> None:
     """The capture software's scale bar bottom-right, in place: a 10 um bar (a red cell is ~7.5 um) and its label."""
-    import cv2
-
     h, w = img.shape[:2]
     length = max(4, int(round(2 * unit * 10 / 7.5)))
     m = max(2, w // 40)

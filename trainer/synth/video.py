@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from edge.errors import BadInput, LeukedgeError
@@ -59,8 +60,6 @@ def write_video(path: Path, n_fields: int = 8, size: int = 320, seed: int = 0, f
     Fields come `per_slide` to a slide (the last slide may have fewer); `labels` gives one
     class per slide, by default the classes in a seeded order.
     """
-    import cv2
-
     path = Path(path)
     codec = CODECS.get(path.suffix.lower())
     if codec is None:

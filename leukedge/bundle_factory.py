@@ -1,8 +1,8 @@
-"""Small real training runs and bundles for tests, built once per test session.
+"""Small real training runs and bundles for the tests and the benchmarks, built once per process.
 
 `make_small_run` trains a tiny model with the real trainer (`trainer.train.train`) on a
 procedural synthetic data set; `make_small_bundle` converts such a run with the real
-converter. Both cache their result for the whole pytest process (keyed by the arguments)
+converter. Both cache their result for the whole process (a pytest run) (keyed by the arguments)
 and hand each caller its own copy under `tmp_path`, so a test may modify or corrupt what
 it gets without disturbing other tests.
 
@@ -18,6 +18,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from converter.convert import convert
+from trainer.synth.fields import generate_dataset
+from trainer.train import TrainConfig, train
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -49,8 +53,6 @@ def small_dataset(per_class: int = 16, size: int = 64, seed: int = 0) -> Path:
     """A cached synthetic ALL-layout folder (trainer.synth.fields.generate_dataset)."""
     key = (per_class, size, seed)
     if key not in _DATA:
-        from trainer.synth.fields import generate_dataset
-
         out = _cache_root() / f"data-{per_class}-{size}-{seed}"
         generate_dataset(out, per_class=per_class, size=size, seed=seed, progress=False)
         _DATA[key] = out
@@ -62,8 +64,6 @@ def make_small_run(tmp_path: Path, arch: str = "custom_cnn", size: int = 64, per
     """A copy of a real training RUN folder (model.keras, split.json, report.json, train_config.json)."""
     key = (arch, size, per_class, epochs, alpha, smote, seed)
     if key not in _RUNS:
-        from trainer.train import TrainConfig, train
-
         data = small_dataset(per_class, size, seed)
         run = _cache_root() / f"run-{'-'.join(map(str, key))}"
         train(TrainConfig(data=str(data), out=str(run), arch=arch, epochs=epochs, img_size=size, batch=16,
@@ -79,8 +79,6 @@ def make_small_bundle(tmp_path: Path, arch: str = "custom_cnn", size: int = 64,
     """A copy of a bundle converted from `make_small_run(...)` with the real converter (gate off)."""
     key = (arch, size, tuple(formats), per_class, epochs, calib, seed)
     if key not in _BUNDLES:
-        from converter.convert import convert
-
         run_key = (arch, size, per_class, epochs, 0.35, False, seed)
         if run_key not in _RUNS:
             make_small_run(_cache_root() / "scratch", arch, size, per_class, epochs, seed=seed)
