@@ -2,24 +2,25 @@
 
 Unknown keys are errors (`extra="forbid"`), and every error names its field path, so a
 typo in a clinic's config file stops the agent with one clear line instead of being
-ignored. String values may use `${ENV}` or `${ENV:-default}`; the broker password can
-also come from a file (`mqtt.password_file`, e.g. a systemd credential).
+ignored. String values may use `${ENV}` or `${ENV:-default}` (nested defaults too); an
+error line names such a value's variable, never the value. The broker password can also
+come from a file (`mqtt.password_file`, e.g. a systemd credential). A file over 1 MiB or
+with YAML aliases is refused before it can cost time or memory.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge.backends import NAMES
-from edge.errors import BadInput, read_input, validated
+from edge.configfile import MAX_CONFIG_BYTES, hide_env_values, read_file, substitute_env  # noqa: F401 - re-exported
+from edge.errors import BadInput, validated
 from edge.messages import DEFAULT_PREFIX
 from edge.redact import redact_url
 
@@ -284,48 +285,6 @@ class AgentConfig(_Strict):
 
 # --------------------------------------------------------------------------- loading
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def substitute_env(value, where: str = "", env=None):
-    """Replace ${VAR} / ${VAR:-default} in every string of a parsed config; a missing VAR names its field."""
-    env = os.environ if env is None else env
-    if isinstance(value, dict):
-        return {k: substitute_env(v, f"{where}.{k}" if where else str(k), env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [substitute_env(v, f"{where}[{i}]", env) for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
-
-    def one(m: re.Match) -> str:
-        if m.group(1) in env:
-            return env[m.group(1)]
-        if m.group(2) is not None:
-            return m.group(2)
-        raise BadInput(f"config field {where}: environment variable {m.group(1)} is not set")
-
-    return _VAR.sub(one, value)
-
-
-def read_file(path: Path) -> dict:
-    """Parse a YAML (.yaml/.yml) or TOML (.toml) file into a dict, or BadInput naming the file."""
-    path = Path(path)
-    text = read_input(path, "config", text=True)
-    try:
-        if path.suffix.lower() == ".toml":
-            import tomllib  # Python 3.11+; a 3.10 box reads YAML only
-
-            data = tomllib.loads(text)
-        else:
-            data = yaml.safe_load(text) or {}
-    except Exception as exc:  # noqa: BLE001 - yaml and toml raise their own error types
-        line = str(exc).replace("\n", " ")
-        raise BadInput(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {line}") from None
-    if not isinstance(data, dict):
-        raise BadInput(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
-    return data
-
-
 def merge(base: dict, overrides: dict) -> dict:
     """Nested dict merge: mappings merge key by key, anything else (None included) replaces."""
     out = dict(base)
@@ -357,5 +316,9 @@ def validate(data: dict, origin: str = "config") -> AgentConfig:
 def load_config(path: Path | None = None, overrides: dict | None = None, env=None) -> AgentConfig:
     """Read `path` (if any), substitute ${ENV}, apply flag overrides, validate."""
     data = read_file(path) if path else {}
-    data = substitute_env(data, env=env)
-    return validate(merge(data, overrides or {}), str(path) if path else "flags")
+    used: dict[str, str] = {}
+    data = substitute_env(data, env=env, used=used)
+    try:
+        return validate(merge(data, overrides or {}), str(path) if path else "flags")
+    except BadInput as exc:
+        raise BadInput(hide_env_values(str(exc), used)) from None

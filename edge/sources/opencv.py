@@ -8,18 +8,26 @@ been read (within END_SLACK). Before that it is a frame that failed to decode (B
 `corrupt`; FFmpeg often resumes at the next key frame), and after GAP_LIMIT such
 failures in a row the file is broken (SourceBroken), which is reported, not taken for
 a clean end.
+
+A stream URL (`rtsp://`, `http://`, ...) goes to the FFmpeg backend alone: with any backend
+allowed, OpenCV also offers it to its image-sequence reader, whose error message quotes
+the URL, password included. Whatever native code prints while a source opens is caught
+and logged scrubbed (edge/sources/native_log.py).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 from edge.errors import BadFrame
 from edge.redact import redact_url
 from edge.sources.base import Frame, Source, SourceBroken, SourceError, SourceLost
+from edge.sources.native_log import native_output_scrubbed
 
 GAP_LIMIT = 50  # failed reads in a row before a video file counts as broken, not damaged
+_STREAM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # scheme://..., not a GStreamer pipeline quoting one
 END_SLACK = 0.01  # a header's frame count may overstate the frames by this fraction (and 2 frames)
 
 
@@ -46,11 +54,13 @@ class OpenCVSource(Source):
 
         if not self.live and not Path(self.target).is_file():
             raise SourceError(f"source {self.uri}: video file not found")
-        params = []
+        params, api = [], cv2.CAP_ANY
         if isinstance(self.target, str) and "://" in self.target:
             ms = int(self.stall_s * 1000)
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-        cap = cv2.VideoCapture(self.target, cv2.CAP_ANY, params)
+            api = cv2.CAP_FFMPEG if _STREAM.match(self.target) else cv2.CAP_ANY
+        with native_output_scrubbed(str(self.target)):
+            cap = cv2.VideoCapture(self.target, api, params)
         if not cap.isOpened():
             cap.release()
             what = "OpenCV cannot open it" if self.live else "not a folder, video or camera (OpenCV cannot open it)"
