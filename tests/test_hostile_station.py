@@ -86,6 +86,8 @@ def test_slow_clients_and_streams_cannot_lock_out_healthz(page):
     try:
         for s in slow:
             s.send(b"G")
+        time.sleep(0.5)
+        assert request(url, "healthz", timeout=5)[0] == 200  # while all 100 are connected
         # the header deadline is total: a byte every half second does not extend it
         assert closed_by_server(slow[0], within_s=12), "a slow client kept its connection"
         for _ in range(64):
