@@ -112,6 +112,7 @@ class Gate:
         self.workers = threading.BoundedSemaphore(MAX_WORKERS)
         self.streams = threading.BoundedSemaphore(MAX_STREAMS)
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self._drop_lock = threading.Lock()
         self.noisy = LimitedLog(log, burst=1, every_s=60.0,
                                 counted_in="/metrics (leukedge_ui_connections_dropped_total)")
         self.closing = False
@@ -310,7 +311,8 @@ class Gate:
     # ------------------------------------------------------------------ accounting
 
     def _drop(self, reason: str, addr, exc: BaseException | None) -> None:
-        self.dropped[reason] += 1
         who = addr[0] if addr else "?"
         why = f": {type(exc).__name__}: {exc}" if exc is not None else ""
-        self.noisy.warning("station page: dropped a connection from %s (%s%s)", who, reason, why)
+        with self._drop_lock:  # the gate and the workers both count
+            self.dropped[reason] += 1
+            self.noisy.warning("station page: dropped a connection from %s (%s%s)", who, reason, why)
