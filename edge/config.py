@@ -195,6 +195,18 @@ class UIConfig(_Strict):
     key_file: Path | None = None
     linger_s: float = Field(0.0, ge=-1)  # after a finite source ends: keep serving; -1 = until stopped
     alive_s: float = Field(30.0, gt=0)  # /healthz is 503 when the loop has not come round for this long
+    # Host names the page answers to besides loopback names, IP addresses and this box's name
+    # (a DNS-rebinding page sends its own name): e.g. ["scope-01.clinic.lan"]
+    allowed_hosts: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        for name in v:
+            labels = name.removesuffix(".").split(".")
+            if len(name) > 253 or not all(re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", x) for x in labels):
+                raise ValueError(f"allowed_hosts: {name[:80]!r} is not a host name (no port, no scheme, no wildcard)")
+        return [name.lower().rstrip(".") for name in v]
 
     @field_validator("listen")
     @classmethod

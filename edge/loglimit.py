@@ -12,8 +12,10 @@ import time
 
 
 class LimitedLog:
-    def __init__(self, logger: logging.Logger, burst: int = 10, every_s: float = 30.0, clock=time.monotonic):
+    def __init__(self, logger: logging.Logger, burst: int = 10, every_s: float = 30.0, clock=time.monotonic,
+                 counted_in: str = "stats"):
         self.logger, self.burst, self.every_s, self.clock = logger, burst, every_s, clock
+        self.counted_in = counted_in
         self.logged = self.held = 0
         self._next = 0.0
 
@@ -22,7 +24,7 @@ class LimitedLog:
         if self.logged < self.burst:
             self.logged += 1
             if self.logged == self.burst:
-                msg += f" (more of these: one line per {self.every_s:g} s; all are counted in stats)"
+                msg += f" (more of these: one line per {self.every_s:g} s; all are counted in {self.counted_in})"
             self._next = now + self.every_s
         elif now >= self._next:
             self.logged += 1

@@ -30,6 +30,7 @@ class _SnapshotCollector:
         self.station = station
 
     def collect(self):
+        yield from self._page()
         s, invoke = self.station.snap, self.station.invoke
         if s is None:  # no snapshot yet (the loop has not ticked since start)
             return
@@ -72,3 +73,16 @@ class _SnapshotCollector:
                                 value=int(s["camera"]["state"] == "open"))
         if s["cpu_temp_c"] is not None:
             yield GaugeMetricFamily("leukedge_cpu_temperature_celsius", "SoC temperature", value=s["cpu_temp_c"])
+
+    def _page(self):
+        """The page's own defences: wrong passwords and connections the gate dropped, by reason."""
+        server = self.station.server
+        if server is None:
+            return
+        yield CounterMetricFamily("leukedge_ui_auth_failures_total", "Wrong page passwords (all clients)",
+                                  value=server.backoff.failures)
+        dropped = CounterMetricFamily("leukedge_ui_connections_dropped_total",
+                                      "Page connections closed unanswered or refused, by reason", labels=["reason"])
+        for reason, n in server.gate.dropped.items():
+            dropped.add_metric([reason], n)
+        yield dropped

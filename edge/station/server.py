@@ -1,9 +1,12 @@
-"""The station's HTTP server: the stdlib's ThreadingHTTPServer in a daemon thread.
+"""The station's HTTP server: http.server's request handler behind a gate of our own.
 
 Why the stdlib: the page needs a dozen routes, Server-Sent Events, basic auth and TLS,
 all of which `http.server` and `ssl` do in a few lines, with no dependency to install,
-audit or keep compatible on a Pi. One thread per connection keeps a stalled browser on
-its own thread (with a socket timeout), never on the agent's loop.
+audit or keep compatible on a Pi. The gate (edge/station/gate.py) reads every request in
+one selector thread under a total deadline, answers the probes itself, and hands only
+complete requests to worker threads, so slow or idle clients hold no thread and a
+stalled browser stalls only its own worker, never the agent's loop. The handler checks
+the Host header and backs off password guessers (edge/station/guard.py).
 
 Routes: `/` page, `/station.css`, `/station.js`, `/api/state`, `/api/events` (SSE),
 `/frame.jpg`, POST `/api/sample/start|end|id`, `/healthz`, `/readyz`, `/metrics`.
@@ -13,28 +16,31 @@ from __future__ import annotations
 
 import base64
 import hmac
+import io
 import json
 import logging
 import secrets
 import socket
 import ssl
-import threading
+import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from urllib.parse import urlsplit
 
 from edge.commands import COMMANDS, MAX_PAYLOAD, BadCommand, parse
 from edge.errors import BadInput
+from edge.station.gate import PROBE_PATHS, Gate
+from edge.station.guard import AuthBackoff, host_names, host_ok
 
 log = logging.getLogger(__name__)
 
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/station.css": ("station.css", "text/css"),
           "/station.js": ("station.js", "text/javascript")}
-OPEN_PATHS = ("/healthz", "/readyz")  # probes for systemd, Docker, load balancers: no secrets in them
+OPEN_PATHS = PROBE_PATHS  # probes for systemd, Docker, load balancers: no secrets in them
 REALM = 'Basic realm="leukedge station", charset="UTF-8"'
 SSE_KEEPALIVE_S = 15.0
-MAX_CONNECTIONS = 64  # threads are cheap, but a LAN neighbour opening thousands must not eat the box's memory
+SSE_MAX_S = 600.0  # a stream ends after this long; the browser reconnects (retry: 2 s), so no one holds one for ever
 
 
 def read_password(path) -> bytes:
@@ -53,9 +59,8 @@ def static_files() -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name, _ in STATIC.values()}
 
 
-class StationServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class StationServer:
+    """The listening socket, the gate (edge/station/gate.py) in front of it, and what the handler needs."""
 
     def __init__(self, station, ui):
         self.station = station
@@ -63,42 +68,69 @@ class StationServer(ThreadingHTTPServer):
         self.csrf = secrets.token_urlsafe(24)
         self.files = static_files()
         self.files["index.html"] = self.files["index.html"].replace(b"{{csrf}}", self.csrf.encode())
+        self.hosts = host_names(ui.allowed_hosts)
+        self.backoff = AuthBackoff()
+        self.sse_cache: tuple[int, bytes] = (-1, b"")
         host, port = ui.address
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        super().__init__((host, port), Handler)
+        self.socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind((host, port))
+            self.socket.listen(128)
+        except OSError:
+            self.socket.close()
+            raise
+        self.server_address = self.socket.getsockname()
         self.tls = ui.cert_file is not None
+        ctx = None
         if self.tls:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             try:
                 ctx.load_cert_chain(ui.cert_file, ui.key_file)
             except (OSError, ssl.SSLError) as exc:
-                self.server_close()
+                self.socket.close()
                 raise BadInput(f"ui.cert_file/key_file: cannot load ({exc})") from None
-            # the handshake runs in the connection's own thread, not in accept()
-            self.socket = ctx.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
         h, p = self.server_address[:2]
         shown = f"[{h}]" if ":" in h else ("127.0.0.1" if h == "0.0.0.0" else h)
         self.url = f"{'https' if self.tls else 'http'}://{shown}:{p}/"
-        self.thread = threading.Thread(target=self.serve_forever, name="station-http", daemon=True)
-        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.gate = Gate(self.socket, ctx, self.handle, self.answer_probe, MAX_PAYLOAD)
+        self.thread = self.gate.thread
 
-    def process_request(self, request, client_address) -> None:
-        """One thread per connection, at most MAX_CONNECTIONS at once; beyond that, closed at once."""
-        if not self.slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
+    def handle(self, sock, addr, request: bytes) -> bool:
+        """On a worker thread: answer one complete request; True to keep the connection."""
+        handler = Handler(self, sock, addr, request, _SocketOut(sock))
+        return not handler.close_connection
 
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
+    def answer_probe(self, addr, request: bytes) -> bytes:
+        """On the gate's thread: /healthz or /readyz, which read two numbers and never block."""
+        out = io.BytesIO()
+        Handler(self, None, addr, request, out)
+        return out.getvalue()
+
+    def sse_body(self, version: int, snap: dict) -> bytes:
+        """One `data:` event per snapshot version, encoded once for every stream."""
+        cached = self.sse_cache
+        if cached[0] != version:
+            cached = self.sse_cache = (version, b"data: " + json.dumps(snap).encode() + b"\n\n")
+        return cached[1]
 
     def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
+        self.gate.stop()
+
+
+class _SocketOut:
+    """The handler's wfile: every write goes out whole (under the socket's write timeout)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def write(self, data: bytes) -> int:
+        self.sock.sendall(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 def serve(station, ui) -> StationServer | None:
@@ -109,7 +141,7 @@ def serve(station, ui) -> StationServer | None:
         log.error("station page: cannot listen on %s (%s); the agent runs on without the page",
                   ui.listen, exc.strerror or exc)
         return None
-    server.thread.start()
+    server.gate.start()
     log.info("station page at %s%s", server.url, "" if server.credentials else " (no password: loopback only)")
     if not ui.loopback and not server.tls:
         log.warning("station page on the network without HTTPS: its password crosses the LAN in clear "
@@ -135,7 +167,13 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "leukedge-station"
     sys_version = ""
     protocol_version = "HTTP/1.1"
-    timeout = 30  # a stalled client loses its connection, and only its own thread waited
+
+    def __init__(self, server: StationServer, sock, addr, request: bytes, out) -> None:  # noqa: D107
+        # the gate has read the whole request: parse and answer it once, never reading the socket
+        self.server, self.request, self.connection, self.client_address = server, sock, sock, addr
+        self.rfile, self.wfile = io.BytesIO(request), out
+        self.close_connection = True
+        self.handle_one_request()
 
     def log_message(self, fmt, *args) -> None:
         log.debug("%s %s", self.address_string(), fmt % args)
@@ -160,9 +198,21 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(obj, separators=(",", ":")).encode())
 
     def _authorized(self) -> bool:
+        """A known Host, then the password (unless a probe), with a back-off for guessers."""
+        if self.path.split("?")[0] in OPEN_PATHS:
+            return True  # no secret, no state: a Kubernetes probe sends the pod's address as Host
+        if not host_ok(self.headers.get("Host"), self.server.hosts):
+            self.close_connection = True
+            self._json(HTTPStatus.MISDIRECTED_REQUEST, {"error": "unknown Host: add the name to ui.allowed_hosts"})
+            return False
         expected = self.server.credentials
-        if expected is None or self.path.split("?")[0] in OPEN_PATHS:
+        if expected is None:
             return True
+        ip, backoff = self.client_address[0], self.server.backoff
+        wait = backoff.locked(ip)
+        if wait:
+            self._too_many(wait)
+            return False
         given = self.headers.get("Authorization", "")
         ok = False
         if given[:6].lower() == "basic ":
@@ -170,9 +220,19 @@ class Handler(BaseHTTPRequestHandler):
                 ok = hmac.compare_digest(base64.b64decode(given[6:].strip(), validate=True), expected)
             except ValueError:
                 ok = False
-        if not ok:
+        if ok:
+            backoff.succeeded(ip)
+            return True
+        if given and (wait := backoff.failed(ip)):  # a browser's first request carries no password: not a guess
+            self._too_many(wait)
+        else:
             self._send(HTTPStatus.UNAUTHORIZED, b'{"error":"password required"}', headers={"WWW-Authenticate": REALM})
-        return ok
+        return False
+
+    def _too_many(self, wait: float) -> None:
+        self.close_connection = True
+        self._send(HTTPStatus.TOO_MANY_REQUESTS, b'{"error":"too many wrong passwords from this address; wait"}',
+                   headers={"Retry-After": str(max(1, round(wait)))})
 
     # ------------------------------------------------------------------ GET
 
@@ -226,15 +286,15 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return
         st.watch(+1)
+        ends = time.monotonic() + SSE_MAX_S
         try:
             self.wfile.write(b"retry: 2000\n\n")
             version = -1
-            while not st.closing:
+            while not st.closing and time.monotonic() < ends:
                 snap, version = st.wait_newer(version, SSE_KEEPALIVE_S)
-                body = b": keep-alive\n\n" if snap is None else b"data: " + json.dumps(snap).encode() + b"\n\n"
-                self.wfile.write(body)
+                self.wfile.write(b": keep-alive\n\n" if snap is None else self.server.sse_body(version, snap))
         except (OSError, ValueError):
-            pass  # the browser went away or stalled past the socket timeout
+            pass  # the browser went away or stalled past the write timeout
         finally:
             st.watch(-1)
 
