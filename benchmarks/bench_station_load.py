@@ -2,7 +2,7 @@
 
 Runs the real agent (`leukedge agent`, its own process) on a looped folder of frames with
 the page on 127.0.0.1, measures its frame rate idle (from `leukedge_frames_total` in
-`/metrics`), then again while tests/station_load.py's clients hit the page (slow clients
+`/metrics`), then again while leukedge/station_load.py's clients hit the page (slow clients
 reconnecting as they are closed, SSE clients, oversized requests), polling `/healthz`
 throughout. Prints healthz latency p50/max and frames/s idle vs under load. Target: every
 probe answered, frames/s under load within 20 % of idle.
@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.agent_proc import AgentProcess, agent_config, write_images  # noqa: E402
-from tests.bundle_factory import make_small_bundle  # noqa: E402
-from tests.station_load import Load, probe_healthz  # noqa: E402
+from leukedge.agent_process import AgentProcess, agent_config, write_images  # noqa: E402
+from leukedge.bundle_factory import make_small_bundle  # noqa: E402
+from leukedge.station_load import Load, probe_healthz  # noqa: E402
 
 
 def frames_total(url: str) -> float:

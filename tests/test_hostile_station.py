@@ -21,7 +21,7 @@ from edge.config import UIConfig
 from edge.station.metrics import StationMetrics
 from edge.station.server import serve
 from edge.station.station import Station
-from tests.station_load import Load, probe_healthz
+from leukedge.station_load import Load, probe_healthz
 
 INFO = {"device": "d", "agent_version": "0", "backend": "b", "labels": ["A"], "thresholds": {},
         "bundle": {"name": "m", "model_sha256": "a" * 64}}
