@@ -12,12 +12,12 @@ from typing import Callable
 
 import numpy as np
 
-from converter import edgetpu, layer_report, manifest_build, model_card, onnx_export, postfit, tflite_export
+from converter import edgetpu, layer_report, manifest_build, model_card, onnx_export, ood_fit, postfit, tflite_export
 from converter import qat as qat_mod
 from converter.calibration import load_calibration
-from converter.validate import (int8_drops, predict_keras, row, run_format, summarize, validation_table,
-                                write_validation)
-from edge import selftest
+from converter.validate import (int8_drops, predict_keras, row, run_features, run_format, summarize,
+                                validation_table, write_validation)
+from edge import ood, selftest
 from edge.errors import BadInput
 from edge.formats import BACKEND_FOR, FILE_NAMES, PRIMARY_ORDER, run_by
 from edge.manifest import write_manifest
@@ -114,8 +114,24 @@ def write_selftest(built: BuiltFiles, tmp: Path, x: np.ndarray, y: np.ndarray) -
     return selftest.write(tmp / selftest.FILE, images, expected)
 
 
+def fit_guard(run, primary: str | None, built: BuiltFiles, x_val: np.ndarray, seed: int, progress: bool,
+              echo: Callable[[str], None]):
+    """The unfamiliar-input guard from the file the box runs (None when no CPU-runnable file has features)."""
+    if primary is None:
+        return None
+    path = built.files[primary][0]
+    x_train, y_train = load_split(run, "train", progress)
+    section = ood_fit.fit(lambda x: run_features(path, primary, x), x_train, y_train, x_val, len(run.labels),
+                          path.parent, seed)
+    rep = section.report
+    echo(f"unfamiliar-input guard: flags {rep['validation']['flag_rate']:.1%} of the validation split; "
+         + ", ".join(f"{k} {v['flag_rate']:.0%}" for k, v in rep["shifted"].items())
+         + f"; feature AUROC {rep['auroc_features']:.3f}")
+    return section
+
+
 def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool, allow_cpu_fallback: bool,
-                 name: str, seed: int, progress: bool, echo: Callable[[str], None]) -> Result:
+                 name: str, seed: int, progress: bool, echo: Callable[[str], None], guard: bool = True) -> Result:
     calib_x, calib_counts, warnings = load_calibration(run.splits.get("train", []), calib, run.spec, seed, progress)
     for w in warnings:
         echo(f"warning: {w}")
@@ -127,7 +143,8 @@ def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool
                   f"seed {run.split_meta.get('seed')}")
 
     model, qat_info = run.model, None
-    built = build_formats(model, tmp, formats, calib_x, allow_cpu_fallback, echo)
+    export = ood_fit.with_features if guard else (lambda m: m)  # the guard reads the model's second output
+    built = build_formats(export(model), tmp, formats, calib_x, allow_cpu_fallback, echo)
     validation, test_probs = validate(built, x_test, y_test, float_test, split_note)
     failing = {f: d for f, d in int8_drops(validation).items() if d > max_drop}
     if failing and qat:
@@ -136,7 +153,7 @@ def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool
         model, qat_info = qat_mod.finetune(run.model, x_train, y_train, x_val, y_val, seed=seed, echo=echo)
         for path, _, _ in built.files.values():
             path.unlink(missing_ok=True)
-        built = build_formats(model, tmp, formats, calib_x, allow_cpu_fallback, echo)
+        built = build_formats(export(model), tmp, formats, calib_x, allow_cpu_fallback, echo)
         validation, test_probs = validate(built, x_test, y_test, float_test, split_note)
         qat_info["float_accuracy_after"] = summarize(y_test, predict_keras(model, x_test))["accuracy"]
         failing = {f: d for f, d in int8_drops(validation).items() if d > max_drop}
@@ -152,8 +169,11 @@ def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool
     val_probs = run_format(built.files[primary][0], primary, x_val)[0] if primary else predict_keras(model, x_val)
     fit = postfit.fit_box(run, (built.files[primary][0], primary) if primary else None, val_probs, x_val, y_val, echo)
     thresholds = fit.thresholds
+    guard_section = fit_guard(run, primary, built, x_val, seed, progress, echo) if guard else None
     postfit.test_columns(built.files, validation, test_probs, x_test, y_test, fit, tmp, thresholds["refer_below"])
     echo(validation_table(validation, run.labels))
+    if guard_section is not None:
+        validation["unfamiliar_input_guard"] = guard_section.report
     write_validation(tmp, validation)
 
     all_warnings = list(run.warnings) + warnings + built.warnings
@@ -164,6 +184,8 @@ def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool
     metrics["keras-float"] = summarize(y_test, float_test) | {"split": "test", "protocol": run.split_meta.get("protocol")}
     entries = [manifest_build.file_entry(tmp, path, fmt, qi, qo) for fmt, (path, qi, qo) in built.files.items()]
     entries.append(manifest_build.file_entry(tmp, write_selftest(built, tmp, x_val, y_val), "selftest"))
+    if guard_section is not None:
+        entries.append(manifest_build.file_entry(tmp, tmp / ood.FILE, ood.FORMAT))
     reports = [{"path": p.name, "sha256": manifest_build.sha256_file(p)}
                for p in sorted(tmp.glob("*.json")) + sorted(tmp.glob("*.log")) + sorted(tmp.glob("*.png"))]
     manifest = manifest_build.build_manifest(
@@ -174,6 +196,7 @@ def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool
                      "seed": seed, "balanced": True, "input_range_pinned": [0, 255]},
         edgetpu=built.edgetpu, qat=qat_info, reports=reports, postprocess=fit.params,
         gate={"max_drop_pp": max_drop, "int8_drop_pp": int8_drops(validation), "passed": not failing},
+        ood=guard_section,
     )
     card = model_card.write(tmp, manifest, validation, run.path)
     manifest.reports.append({"path": card.name, "sha256": manifest_build.sha256_file(card)})

@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-cpu-fallback", action="store_true",
                    help="accept an Edge TPU compilation where some ops run on the CPU")
     p.add_argument("--name", default=None, help="bundle name in the manifest (default: the --out folder name)")
+    p.add_argument("--no-guard", dest="guard", action="store_false",
+                   help="leave out the unfamiliar-input guard (a single-output model; the box then cannot tell "
+                        "fields unlike the training data)")
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
     p.add_argument("--sign-key", type=Path, default=None,
                    help="sign the bundle with this Ed25519 key (leukedge keys new); release from the key's counter")
@@ -39,5 +42,5 @@ def run(args: argparse.Namespace) -> int:
 
     convert(args.run, args.out, formats=args.formats, calib=args.calib, data=args.data, max_drop=args.max_drop,
             qat=args.qat, allow_cpu_fallback=args.allow_cpu_fallback, name=args.name, seed=args.seed,
-            sign_key=args.sign_key, release=args.release)
+            sign_key=args.sign_key, release=args.release, guard=args.guard)
     return 0

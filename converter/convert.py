@@ -51,12 +51,14 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 def convert(run_dir, out, formats=DEFAULT_FORMATS, calib: int = 300, data=None, max_drop: float = 0.5,
             qat: bool = False, allow_cpu_fallback: bool = False, name: str | None = None, seed: int = 0,
             progress: bool = True, echo: Callable[[str], None] = print, sign_key: Path | None = None,
-            release: int | None = None) -> Path:
+            release: int | None = None, guard: bool = True) -> Path:
     """Convert RUN into a validated bundle at `out` and return its path (see module docstring).
 
     Raises BadInput (exit 2) for bad input and GateFailed (exit 2) when an int8 format
     drops more than `max_drop` percentage points against the float model; in that case the
     table is printed and the rejected bundle is kept at OUT.rejected for inspection.
+    With `guard` (the default) the models get a second output, their penultimate features, and the
+    bundle carries the unfamiliar-input guard fitted on them (converter/ood_fit.py).
     With `sign_key`, the bundle is signed (converter/signing.py) before it is moved into place.
     """
     formats = parse_formats(formats)
@@ -76,7 +78,7 @@ def convert(run_dir, out, formats=DEFAULT_FORMATS, calib: int = 300, data=None, 
     try:
         result = build.build_bundle(run, tmp, formats, calib=calib, max_drop=max_drop, qat=qat,
                                     allow_cpu_fallback=allow_cpu_fallback, name=name or out.name,
-                                    seed=seed, progress=progress, echo=echo)
+                                    seed=seed, progress=progress, echo=echo, guard=guard)
         if result.failing:
             rejected = out.with_name(f"{out.name}.rejected")
             shutil.rmtree(rejected, ignore_errors=True)

@@ -74,6 +74,7 @@ def render(manifest, validation: dict, run_report: dict) -> str:
         f"{pp.pool}.",
         f"- A field or sample is `refer` when its top probability is below {manifest.thresholds.refer_below:.3f} "
         "(chosen so at most 1 % of accepted validation fields are wrong; see risk_coverage.png).",
+        *_guard_lines(manifest.ood),
         "",
         "## Limits",
         "- Trained on one data set; staining, scanner and magnification shifts lower accuracy (docs/robustness.md). "
@@ -85,6 +86,23 @@ def render(manifest, validation: dict, run_report: dict) -> str:
         "(the prior correction assumes the training split's class frequencies).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _guard_lines(section) -> list[str]:
+    """The unfamiliar-input guard on the card: what it does and how well it separated."""
+    if section is None:
+        return ["- Unfamiliar-input guard: **off** (converted with --no-guard): fields unlike the training data "
+                "get a class like any other."]
+    rep = section.report
+    shifted = ", ".join(f"{name} {_pct(v['flag_rate'])}" for name, v in rep.get("shifted", {}).items())
+    return [
+        f"- Unfamiliar-input guard ({section.method}, {section.features_dim} features; class means and covariance "
+        f"from the training split, threshold {section.threshold:.3f} at the validation split's "
+        f"{section.quantile:.0%} quantile; image statistics {', '.join(section.stats)}): an unfamiliar field "
+        "is `refer`, never a class.",
+        f"  Flags {_pct(rep.get('validation', {}).get('flag_rate'))} of the validation split; of its shifted copies "
+        f"{shifted}; feature-score AUROC familiar vs shifted {rep.get('auroc_features', float('nan')):.3f}.",
+    ]
 
 
 def write(bundle: Path, manifest, validation: dict, run_dir: Path) -> Path:

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from edge.backends import open_backend
+from edge.errors import LeukedgeError
 from edge.formats import BACKEND_FOR, INT8_FORMATS
 from edge.manifest import LABELS
 from edge.postprocess import dihedral, postprocess
@@ -47,6 +48,17 @@ def run_format(path: Path, fmt: str, x: np.ndarray, warmup: int = 3, tta: bool =
     if not probs:
         return np.zeros((0, 8, len(LABELS)) if tta else (0, len(LABELS)), np.float32), 0.0
     return np.stack(probs).astype(np.float32), float(np.median(times))
+
+
+def run_features(path: Path, fmt: str, x: np.ndarray) -> np.ndarray:
+    """(N, d) penultimate features of one model file (its second output) through the edge backend for `fmt`."""
+    backend = open_backend(path, fmt, name=BACKEND_FOR[fmt], threads=None, allow_fallback=False)
+    try:
+        if not backend.features_dim:
+            raise LeukedgeError(f"{path.name}: has no features output")
+        return np.stack([backend.infer_with_features(frame)[1] for frame in x]).astype(np.float32)
+    finally:
+        backend.close()
 
 
 def box_columns(y, probs: np.ndarray, passes: np.ndarray | None, params) -> dict:

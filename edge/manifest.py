@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.errors import BundleError, json_object, validated
 from edge.formats import FORMATS
+from edge.ood import FORMAT as OOD_FORMAT
+from edge.ood import OodSection
 from edge.postprocess import PostProcess
 from edge.selftest import FORMAT as SELFTEST_FORMAT
 from edge.stain import StainNorm
@@ -25,7 +27,7 @@ LABELS: tuple[str, ...] = ("Benign", "Early", "Pre", "Pro")
 ARCH_NAMES: tuple[str, ...] = ("mobilenetv2", "custom_cnn")  # what a manifest's `arch` may say
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-Format = Literal[(*FORMATS, SELFTEST_FORMAT)]  # the model formats (edge.formats.TABLE) and selftest.npz
+Format = Literal[(*FORMATS, SELFTEST_FORMAT, OOD_FORMAT)]  # model formats (edge.formats.TABLE), selftest.npz, ood.npz
 
 
 class InputSpec(BaseModel):
@@ -79,6 +81,7 @@ class Manifest(BaseModel):
     versions: dict[str, str] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     release: int | None = Field(None, ge=1)  # set by `leukedge sign`; monotonic per lab
+    ood: OodSection | None = None  # the unfamiliar-input guard (edge/ood.py); absent = off
 
     def file(self, fmt: str) -> FileEntry:
         for entry in self.files:

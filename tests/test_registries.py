@@ -19,6 +19,7 @@ from edge.formats import (
     TABLE,
 )
 from edge.manifest import ARCH_NAMES, FileEntry, Manifest
+from edge.ood import FORMAT as OOD_FORMAT
 from edge.messages import ALL_COMMANDS, CMD, DEFAULT_PREFIX, UP_QOS, command_leaf, topic
 from edge.selftest import FORMAT as SELFTEST_FORMAT
 from edge.stain import METHODS, StainNorm
@@ -32,8 +33,8 @@ def test_manifest_arch_literal_is_the_trainer_registry():
 
 
 def test_manifest_format_literal_is_the_format_table():
-    """Every model format of the table, plus the one non-model artifact (the self-test data)."""
-    assert get_args(FileEntry.model_fields["format"].annotation) == (*FORMATS, SELFTEST_FORMAT)
+    """Every model format of the table, plus the non-model artifacts (self-test data, the guard's arrays)."""
+    assert get_args(FileEntry.model_fields["format"].annotation) == (*FORMATS, SELFTEST_FORMAT, OOD_FORMAT)
     with pytest.raises(Exception, match="format"):
         FileEntry(path="m.tflite", format="tflite-int4", sha256="0" * 64)
 

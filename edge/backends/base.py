@@ -23,14 +23,19 @@ class Backend:
     labels_count: int = 0
     model_path: str = ""
     threads: int = 0  # CPU threads it was opened with (edge.backends.default_threads unless configured)
+    features_dim: int = 0  # size of the model's second output (penultimate features), 0 when it has none
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """One HxWx3 uint8 frame -> float32 probabilities of shape (labels_count,)."""
+        return self.infer_with_features(x)[0]
+
+    def infer_with_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and, from the same invoke, the penultimate features (None without that output)."""
         if x.shape != self.input_shape:
             raise ValueError(f"{self.name}: input {x.shape}, model takes {self.input_shape}")
         return self._run(x)
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -62,6 +67,19 @@ def dequantize_output(y: np.ndarray, scale: float, zero_point: int) -> np.ndarra
     if scale == 0.0:  # unquantized integer output: nothing to scale
         return y.astype(np.float32)
     return (scale * (y.astype(np.int64) - zero_point)).astype(np.float32)
+
+
+def split_outputs(dims: list[int], model_path: str) -> tuple[int, int | None]:
+    """Which output is which: (probabilities, features or None), from each output's last dimension.
+
+    A bundle with the unfamiliar-input guard has two outputs, the class probabilities and the
+    penultimate features, which the converter makes wider than the label count; runtimes do
+    not keep the outputs' order, so the narrower one is the probabilities."""
+    if len(dims) == 1:
+        return 0, None
+    if len(dims) != 2 or dims[0] == dims[1]:
+        raise BadInput(f"{model_path}: outputs of sizes {dims}; expected probabilities and, optionally, wider features")
+    return (0, 1) if dims[0] < dims[1] else (1, 0)
 
 
 def check_image_input(shape, model_path: str) -> tuple[int, int, int]:

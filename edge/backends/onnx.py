@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.backends.base import Backend, BackendUnavailable, check_image_input
+from edge.backends.base import Backend, BackendUnavailable, check_image_input, split_outputs
 
 PROVIDERS = {
     "trt": "TensorrtExecutionProvider",
@@ -34,19 +34,24 @@ def present_providers() -> list[str]:
 
 class OnnxBackend(Backend):
     def __init__(self, session, model_path: str):
-        inp, out = session.get_inputs()[0], session.get_outputs()[0]
+        inp, outs = session.get_inputs()[0], session.get_outputs()
         self.model_path = model_path
         self.input_shape = check_image_input([1, *inp.shape[1:]], model_path)
-        if not isinstance(out.shape[-1], int):
-            raise BackendUnavailable(f"{model_path}: output shape {out.shape} has no fixed class count")
-        self.labels_count = int(out.shape[-1])
+        for out in outs:
+            if not isinstance(out.shape[-1], int):
+                raise BackendUnavailable(f"{model_path}: output shape {out.shape} has no fixed size")
+        probs_at, feats_at = split_outputs([int(o.shape[-1]) for o in outs], model_path)
+        self.labels_count = int(outs[probs_at].shape[-1])
+        self.features_dim = 0 if feats_at is None else int(outs[feats_at].shape[-1])
+        self._out_names = [outs[probs_at].name] + ([] if feats_at is None else [outs[feats_at].name])
         self.name = "onnxruntime-" + _SHORT.get(session.get_providers()[0], "cpu")
         self._session, self._in_name = session, inp.name
         self._in_dtype = _DTYPES.get(inp.type, np.float32)
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         feed = x[None] if self._in_dtype == np.uint8 else x[None].astype(self._in_dtype)
-        return np.asarray(self._session.run(None, {self._in_name: feed})[0][0], dtype=np.float32)
+        got = [np.asarray(y[0], dtype=np.float32) for y in self._session.run(self._out_names, {self._in_name: feed})]
+        return got[0], (got[1] if len(got) > 1 else None)
 
     def close(self) -> None:
         self._session = None

@@ -1,0 +1,165 @@
+"""The unfamiliar-input guard: does this field look like what the model was trained on?
+
+A model gives a confident class to anything, including another lab's stain, another
+magnification or a field with no white cell. The guard asks two questions of every field
+the model classifies, with numbers fitted at conversion on the training split
+(converter/ood_fit.py) and stored in the bundle:
+
+1. **Features**: how far the model's penultimate features are from the nearest class, as a
+   Mahalanobis distance with one covariance shared by the classes (Lee et al. 2018). The
+   covariance is kept as its top `k` principal directions plus one variance for the rest
+   (probabilistic PCA), so scoring is a (d x k) projection and four dot products: a few
+   microseconds, where a full d x d whitening of MobileNetV2's 1,280 features is not.
+2. **Image statistics** that say *why*: the mean CIE Lab colour of the stained nuclei and of
+   the background (stain), the typical size of the dark-stained objects (scale: magnification
+   or camera) and the Laplacian variance (focus). Each group has a Gaussian region fitted on
+   the training split; colours are judged jointly, since a field whose nuclei and background
+   each look like some training session can still be a combination none had.
+
+A field is unfamiliar when its feature score passes the threshold (fitted on the validation
+split) or any statistic falls outside its range. `score_field` is the one function the
+agent, `leukedge bench` and the converter's report call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+FILE = "ood.npz"
+FORMAT = "ood"  # its files[] entry in the manifest (sha256-checked like every bundle file)
+METHOD = "mahalanobis-ppca"
+ANALYSIS_SIDE = 112  # statistics are taken on at most this many pixels a side (cost, not accuracy)
+# The image statistics, in groups; a field outside a group's familiar region names it as the reason.
+STAT_GROUPS: dict[str, tuple[str, ...]] = {
+    # CIE Lab (OpenCV's 8-bit scale) of the dark-stained pixels (nuclei) and of the rest (background, red cells):
+    # a stain, lamp or white balance the model never saw moves these jointly.
+    "stain": ("nucleus_l", "nucleus_a", "nucleus_b", "background_l", "background_a", "background_b"),
+    "focus": ("focus",),  # log10 of 1 + the variance of the Laplacian
+    # log2 of area / boundary (~ radius / 2, px) of the dark-stained objects and of all cells, with focus:
+    # a magnification change moves sizes and per-pixel sharpness together; either alone varies too much.
+    "scale": ("object_size", "cell_size", "focus"),
+}
+
+
+class StatRegion(BaseModel):
+    """Where a group of statistics fell on the training split: a Gaussian and a distance limit."""
+
+    model_config = ConfigDict(extra="forbid")
+    mean: list[float]
+    inv_cov: list[list[float]]
+    limit: float  # squared Mahalanobis distance beyond which the group is unfamiliar
+
+    def distance(self, values: np.ndarray) -> float:
+        d = np.asarray(values, np.float64) - np.asarray(self.mean)
+        return float(d @ np.asarray(self.inv_cov) @ d)
+
+
+class OodSection(BaseModel):
+    """The manifest's `ood` section (absent: the guard is off for this bundle)."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: str = Field(pattern=f"^{METHOD}$")  # the arrays are the files[] entry of format "ood"
+    threshold: float  # feature score above which a field is unfamiliar (validation-split quantile)
+    quantile: float  # which quantile of the validation split's scores the threshold is
+    stats: dict[str, StatRegion]  # group of STAT_GROUPS -> its familiar region
+    features_dim: int
+    fit: dict = {}  # where the numbers came from (split, n)
+    report: dict = {}  # AUROC and flag rates, for the model card
+
+
+class Verdict(NamedTuple):
+    score: float
+    threshold: float
+    unfamiliar: bool
+    reasons: tuple[str, ...]  # "stain", "scale", "focus" from the statistics; empty when only the features say so
+
+    def to_dict(self) -> dict:
+        return {"score": round(self.score, 3), "threshold": round(self.threshold, 3),
+                "unfamiliar": self.unfamiliar, "reason": self.reasons[0] if self.reasons else None}
+
+
+def image_stats(x: np.ndarray) -> dict[str, float]:
+    """Cheap statistics of one preprocessed field (HxWx3 uint8 RGB) that explain an unfamiliar verdict."""
+    h, w = x.shape[:2]
+    scale = 1.0
+    if max(h, w) > ANALYSIS_SIDE:
+        f = -(-max(h, w) // ANALYSIS_SIDE)
+        x = cv2.resize(x, (w // f, h // f), interpolation=cv2.INTER_AREA)
+        scale = float(f)
+    lab = cv2.cvtColor(x, cv2.COLOR_RGB2LAB)
+    gray = lab[..., 0]
+    # Dark-stained objects (nuclei): clearly darker than the field's typical brightness.
+    mask = (gray < 0.75 * float(np.median(gray))).astype(np.uint8)
+    area = int(mask.sum())
+    nucleus = cv2.mean(lab, mask=mask)[:3] if area else (0.0, 128.0, 128.0)
+    background = cv2.mean(lab, mask=1 - mask)[:3] if area < mask.size else nucleus
+    # Any cell: darker than the bright plasma between cells.
+    cells = (gray < 0.9 * float(np.percentile(gray, 95))).astype(np.uint8)
+    focus = float(np.log10(1.0 + cv2.Laplacian(gray, cv2.CV_32F).var()))
+    names = STAT_GROUPS["stain"]
+    return {**dict(zip(names, (float(v) for v in (*nucleus, *background)))),
+            "object_size": _log_size(mask, scale), "cell_size": _log_size(cells, scale), "focus": focus}
+
+
+def _log_size(mask: np.ndarray, scale: float) -> float:
+    """log2 of area / boundary (~ radius / 2 of round objects, in model-input pixels); -8 when there are none."""
+    area = int(mask.sum())
+    edge = area - int(cv2.erode(mask, None).sum())
+    return float(np.log2(area / edge * scale)) if edge else -8.0
+
+
+def group_values(stats: dict[str, float], group: str) -> np.ndarray:
+    return np.array([stats[name] for name in STAT_GROUPS[group]])
+
+
+class Guard:
+    """The fitted guard of one bundle: class means and the shared covariance, kept small."""
+
+    def __init__(self, section: OodSection, means: np.ndarray, directions: np.ndarray, variances: np.ndarray,
+                 rest_variance: float):
+        self.section = section
+        self.means = np.asarray(means, np.float32)  # (C, d)
+        self.directions = np.asarray(directions, np.float32)  # (d, k), orthonormal columns
+        self.inv_var = (1.0 / np.asarray(variances, np.float64)).astype(np.float32)  # (k,)
+        self.inv_rest = float(1.0 / rest_variance)
+        self.mean_proj = self.means @ self.directions  # (C, k)
+        self.mean_sq = np.einsum("cd,cd->c", self.means, self.means)  # (C,)
+
+    @classmethod
+    def load(cls, section: OodSection, path: Path) -> "Guard":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(section, z["means"], z["directions"], z["variances"], float(z["rest_variance"]))
+
+    @staticmethod
+    def save(path: Path, means: np.ndarray, directions: np.ndarray, variances: np.ndarray,
+             rest_variance: float) -> Path:
+        np.savez(path, means=np.asarray(means, np.float32), directions=np.asarray(directions, np.float32),
+                 variances=np.asarray(variances, np.float32), rest_variance=np.float32(rest_variance))
+        return path
+
+    def feature_scores(self, features: np.ndarray) -> np.ndarray:
+        """Distance to the nearest class per field (features (N, d) or (d,)), per dimension."""
+        f = np.atleast_2d(np.asarray(features, np.float32))
+        proj = f @ self.directions  # (N, k)
+        diff = proj[:, None, :] - self.mean_proj[None]  # (N, C, k)
+        inside = np.einsum("nck,k->nc", diff * diff, self.inv_var)
+        total_sq = np.einsum("nd,nd->n", f, f)[:, None] - 2.0 * f @ self.means.T + self.mean_sq[None]
+        rest = np.maximum(total_sq - np.einsum("nck,nck->nc", diff, diff), 0.0) * self.inv_rest
+        return (inside + rest).min(axis=1) / f.shape[1]
+
+    def reasons(self, stats: dict[str, float]) -> tuple[str, ...]:
+        """The statistic groups outside their familiar region, in STAT_GROUPS order."""
+        return tuple(group for group, region in self.section.stats.items()
+                     if region.distance(group_values(stats, group)) > region.limit)
+
+    def score_field(self, features: np.ndarray, x: np.ndarray) -> Verdict:
+        """The verdict on one field: its features and its preprocessed image."""
+        score = float(self.feature_scores(features)[0])
+        reasons = self.reasons(image_stats(x))
+        threshold = self.section.threshold
+        return Verdict(score, threshold, bool(score > threshold or reasons), reasons)
