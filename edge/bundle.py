@@ -23,6 +23,7 @@ from edge.selftest import FORMAT as SELFTEST_FORMAT
 
 LABELS: tuple[str, ...] = ("Benign", "Early", "Pre", "Pro")
 SCHEMA_VERSION = 1
+MAX_RELEASE = 2**31 - 1  # a release fits every int32 a fleet tool stores; a huge one would lock out every later one
 MANIFEST = "manifest.json"
 Format = Literal[(*FORMATS, SELFTEST_FORMAT)]  # the model formats (edge.formats.TABLE) and selftest.npz
 
@@ -84,7 +85,7 @@ class Manifest(BaseModel):
     training: dict = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
-    release: int | None = Field(None, ge=1)  # set by `leukedge sign`; monotonic per lab
+    release: int | None = Field(None, ge=1, le=MAX_RELEASE)  # set by `leukedge sign`; monotonic per lab
 
     def file(self, fmt: str) -> FileEntry:
         for entry in self.files:

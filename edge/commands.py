@@ -54,7 +54,7 @@ def parse(name: str, payload: bytes, chunk_limit: int = 0) -> Command:
     if payload.strip():
         try:
             data = json.loads(payload)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # 1 kB of '[' nests too deep
             raise BadCommand(f"{name}: payload is not JSON") from None
         if not isinstance(data, dict):
             raise BadCommand(f"{name}: payload must be a JSON object")

@@ -18,6 +18,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+def release_number(text: str) -> int:
+    """--release: a whole number a box accepts (1 to edge.bundle.MAX_RELEASE), so a huge one never signs."""
+    from edge.bundle import MAX_RELEASE
+
+    text = text.strip()
+    if not (text.isascii() and text.lstrip("+-").isdigit()) or len(text) > 12:
+        shown = text if len(text) <= 20 else f"{text[:12]}... ({len(text)} characters)"
+        raise argparse.ArgumentTypeError(f"{shown!r} is not a release from 1 to {MAX_RELEASE}")
+    value = int(text)
+    if not 1 <= value <= MAX_RELEASE:
+        raise argparse.ArgumentTypeError(f"{value} is not a release from 1 to {MAX_RELEASE}")
+    return value
+
+
 def output_file(text: str) -> Path:
     """A file to write at the end of a run: its folder must exist now, not after an hour of work."""
     path = Path(text)
