@@ -8,8 +8,8 @@ pack is checked against its sha256 before anything else looks at it.
 
 What each transfer holds is kept in memory (read from disk once, at start), so a chunk
 costs the same at part 1,700 as at part 1. Partial transfers do not pile up: at most
-IN_PROGRESS at once, those untouched for STALE_S are dropped, and the others together
-stay under update.max_bytes (oldest dropped first).
+IN_PROGRESS at once, those untouched for STALE_S are dropped, and all of them together
+stay under update.max_bytes (the oldest dropped first, never the one being fed).
 """
 
 from __future__ import annotations
@@ -149,19 +149,23 @@ class Reassembler:
 
     def expire(self, keep: str | None = None, room: int = 1) -> None:
         """Drop stale transfers, then the oldest others (never `keep`) until `room` more fit in
-        IN_PROGRESS and the others together hold at most max_bytes."""
+        IN_PROGRESS and all partial transfers together hold at most max_bytes."""
         now = self.clock()
         if keep is None and self.index:  # the periodic check spares the transfer most recently fed
             keep = max(self.index, key=lambda sha: self.index[sha].touched)
         for sha, t in list(self.index.items()):
             if sha != keep and (now - t.touched > STALE_S or t.total == 0):
                 self._drop(sha, f"untouched for {(now - t.touched) / 3600:.1f} h" if t.total else "unreadable")
-        others = sorted((t.touched, sha) for sha in self.index if sha != keep)
-        held = sum(self.index[sha].bytes for _, sha in others)
+        others = sorted((self.index[sha].touched, sha) for sha in self.index if sha != keep)
+        held = self.held()
         while others and (len(others) + room > IN_PROGRESS or held > self.max_bytes):
             _, sha = others.pop(0)
             held -= self.index[sha].bytes
             self._drop(sha, "room for a newer transfer")
+
+    def held(self) -> int:
+        """Bytes of chunks on disk, all partial transfers together."""
+        return sum(t.bytes for t in self.index.values())
 
     def _transfer(self, sha: str, total: int) -> _Partial:
         t = self.index.get(sha)
@@ -194,6 +198,8 @@ class Reassembler:
             tmp.replace(_part(d, chunk.index))
             t.have.add(chunk.index)
             t.bytes += len(chunk.data)
+            if self.held() > self.max_bytes:
+                self.expire(keep=chunk.sha256, room=0)
         missing = t.missing()
         progress = Transfer(chunk.sha256, chunk.total, len(t.have), missing, t.bytes)
         if missing:
