@@ -119,8 +119,8 @@ def _part(d: Path, index: int) -> Path:
 class Reassembler:
     """Chunks on disk under `incoming/`; `add` returns the complete, sha256-checked pack path when done."""
 
-    def __init__(self, incoming: Path, max_bytes: int, clock=time.time):
-        self.dir, self.max_bytes, self.clock = Path(incoming), max_bytes, clock
+    def __init__(self, incoming: Path, max_bytes: int):
+        self.dir, self.max_bytes = Path(incoming), max_bytes
         self.dir.mkdir(parents=True, exist_ok=True)
         self.index: dict[str, _Partial] = {}
         for d in self.dir.iterdir():  # resume what an earlier run received
@@ -150,7 +150,7 @@ class Reassembler:
     def expire(self, keep: str | None = None, room: int = 1) -> None:
         """Drop stale transfers, then the oldest others (never `keep`) until `room` more fit in
         IN_PROGRESS and all partial transfers together hold at most max_bytes."""
-        now = self.clock()
+        now = time.time()
         if keep is None and self.index:  # the periodic check spares the transfer most recently fed
             keep = max(self.index, key=lambda sha: self.index[sha].touched)
         for sha, t in list(self.index.items()):
@@ -188,7 +188,7 @@ class Reassembler:
         match its sha256; the transfer is dropped either way."""
         t = self._transfer(chunk.sha256, chunk.total)
         d = self.dir / chunk.sha256
-        t.touched = self.clock()
+        t.touched = time.time()
         if chunk.index not in t.have:
             if t.bytes + len(chunk.data) > self.max_bytes:
                 self._drop(chunk.sha256)
