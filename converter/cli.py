@@ -8,6 +8,7 @@ from pathlib import Path
 
 from converter.convert import convert
 from edge.formats import DEFAULT_FORMATS, FORMATS
+from edge.argtypes import release_number
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
     p.add_argument("--sign-key", type=Path, default=None,
                    help="sign the bundle with this Ed25519 key (leukedge keys new); release from the key's counter")
-    p.add_argument("--release", type=int, default=None, help="with --sign-key: this release number instead")
+    p.add_argument("--release", type=release_number, default=None,
+                   help="with --sign-key: this release number (1 to 2147483647) instead")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """The lab's side of trust: make an Ed25519 key pair, sign a bundle, keep the release counter.
 
 `sign` sets the manifest's `release` (one more than the highest this key signed, kept in
-a small file beside the key, or an explicit number), rewrites `manifest.json`, and
+a small file beside the key, or an explicit number; 1 to MAX_RELEASE = 2**31 - 1, since
+a box refuses every release not above the one it runs), rewrites `manifest.json`, and
 writes `manifest.sig`: a detached signature over the manifest's exact bytes, which list
 every file's sha256. The box verifies with edge/trust.py.
 """
@@ -13,7 +14,7 @@ import os
 from pathlib import Path
 
 from edge.errors import BadInput, read_input
-from edge.manifest import MANIFEST, load_manifest
+from edge.manifest import MANIFEST, MAX_RELEASE, load_manifest
 from edge.trust import SIGNATURE, PublicKey, fingerprint, manifest_sha256
 
 PRIVATE, PUBLIC = "signing.key", "signing.pub"
@@ -67,10 +68,18 @@ def _last_release(key_path: Path) -> int:
     path = release_file(key_path)
     if not path.exists():
         return 0
-    try:
-        return int(path.read_text().strip())
-    except ValueError:
-        raise BadInput(f"{path}: not a release number; fix it or pass --release N") from None
+    text = path.read_text().strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 10 and int(text) <= MAX_RELEASE):
+        raise BadInput(f"{path}: not a release number from 0 to {MAX_RELEASE}; fix it or pass --release N")
+    return int(text)
+
+
+def check_release(release: int) -> int:
+    """A release number a box accepts: 1 to MAX_RELEASE, or BadInput naming the bound."""
+    if not 1 <= release <= MAX_RELEASE:
+        shown = str(release) if len(str(release)) <= 20 else f"of {len(str(release))} digits"
+        raise BadInput(f"--release {shown}: must be from 1 to {MAX_RELEASE}")
+    return release
 
 
 def sign(bundle: Path, key_path: Path, release: int | None = None) -> dict:
@@ -82,9 +91,10 @@ def sign(bundle: Path, key_path: Path, release: int | None = None) -> dict:
     key = load_private_key(key_path)
     last = _last_release(key_path)
     if release is None:
+        if last >= MAX_RELEASE:
+            raise BadInput(f"{release_file(key_path)}: already at the highest release {MAX_RELEASE}")
         release = last + 1
-    elif release < 1:
-        raise BadInput(f"--release {release}: must be at least 1")
+    check_release(release)
     path = bundle / MANIFEST
     data = json.loads(path.read_text())
     data["release"] = release

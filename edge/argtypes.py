@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edge.manifest import MAX_RELEASE
+
 
 def positive_int(text: str) -> int:
     """A count such as --limit or --max-frames: a whole number of at least 1."""
@@ -15,6 +17,19 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def release_number(text: str) -> int:
+    """--release: a whole number a box accepts (1 to edge.manifest.MAX_RELEASE), so a huge one never signs."""
+
+    text = text.strip()
+    if not (text.isascii() and text.lstrip("+-").isdigit()) or len(text) > 12:
+        shown = text if len(text) <= 20 else f"{text[:12]}... ({len(text)} characters)"
+        raise argparse.ArgumentTypeError(f"{shown!r} is not a release from 1 to {MAX_RELEASE}")
+    value = int(text)
+    if not 1 <= value <= MAX_RELEASE:
+        raise argparse.ArgumentTypeError(f"{value} is not a release from 1 to {MAX_RELEASE}")
     return value
 
 

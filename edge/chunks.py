@@ -5,6 +5,11 @@ is written to `<store>/incoming/<sha256>/<index>` as it arrives, so a dropped li
 agent restart loses nothing already received; the sender asks what is missing (the
 `transfer` status the agent publishes after every chunk) and sends only that. The whole
 pack is checked against its sha256 before anything else looks at it.
+
+What each transfer holds is kept in memory (read from disk once, at start), so a chunk
+costs the same at part 1,700 as at part 1. Partial transfers do not pile up: at most
+IN_PROGRESS at once, those untouched for STALE_S are dropped, and all of them together
+stay under update.max_bytes (the oldest dropped first, never the one being fed).
 """
 
 from __future__ import annotations
@@ -13,14 +18,20 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import shutil
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 from edge.store import SHA
 
+log = logging.getLogger(__name__)
+
 MAX_CHUNKS = 100_000
 IN_PROGRESS = 2  # transfers kept at once; a third evicts the oldest
+STALE_S = 24 * 3600  # a partial transfer untouched this long is dropped
 
 
 class BadChunk(ValueError):
@@ -42,9 +53,11 @@ def payload_limit(max_bytes: int) -> int:
 def parse_chunk(payload: bytes, max_bytes: int) -> Chunk:
     if len(payload) > payload_limit(max_bytes):
         raise BadChunk(f"chunk of {len(payload)} bytes is over the update.max_bytes limit")
+    if payload.count(b"{") + payload.count(b"[") > 1:  # hex, numbers and base64 hold neither
+        raise BadChunk("chunk must be one flat JSON object (nested arrays or objects found)")
     try:
         body = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise BadChunk("chunk payload is not JSON") from None
     if not isinstance(body, dict) or set(body) != {"sha256", "index", "total", "data"}:
         raise BadChunk("chunk must be an object with exactly sha256, index, total, data")
@@ -77,57 +90,136 @@ class Transfer(NamedTuple):
                 "missing": self.missing}
 
 
+@dataclass
+class _Partial:
+    """What one transfer folder holds, so no chunk re-lists it."""
+
+    total: int
+    have: set[int] = field(default_factory=set)
+    bytes: int = 0
+    touched: float = 0.0  # wall clock (comparable with the folder's mtime after a restart)
+    low: int = 0  # every index below this one is in
+
+    def missing(self, limit: int = 256) -> list[int]:
+        while self.low < self.total and self.low in self.have:
+            self.low += 1
+        out = []
+        for i in range(self.low, self.total):
+            if i not in self.have:
+                out.append(i)
+                if len(out) == limit:
+                    break
+        return out
+
+
+def _part(d: Path, index: int) -> Path:
+    return d / f"{index:06d}"
+
+
 class Reassembler:
     """Chunks on disk under `incoming/`; `add` returns the complete, sha256-checked pack path when done."""
 
     def __init__(self, incoming: Path, max_bytes: int):
         self.dir, self.max_bytes = Path(incoming), max_bytes
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.index: dict[str, _Partial] = {}
+        for d in self.dir.iterdir():  # resume what an earlier run received
+            if d.is_dir() and not d.is_symlink():
+                self.index[d.name] = self._read(d)
+        self.expire()
 
-    def _folder(self, sha: str, total: int) -> Path:
-        d = self.dir / sha
-        meta = d / "total"
-        if d.is_dir() and meta.is_file() and meta.read_text().strip() != str(total):
-            shutil.rmtree(d)  # a different split of the same pack: start over
-        if not d.is_dir():
-            others = sorted((p for p in self.dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-            for old in others[: max(0, len(others) - IN_PROGRESS + 1)]:
-                shutil.rmtree(old, ignore_errors=True)
+    @staticmethod
+    def _read(d: Path) -> _Partial:
+        try:
+            total = int((d / "total").read_text().strip())
+        except (OSError, ValueError):
+            total = 0  # not a transfer we can resume: the next expire() or a new chunk replaces it
+        t = _Partial(total, touched=d.stat().st_mtime)
+        for p in d.iterdir():
+            if p.name.isdigit() and int(p.name) < total:
+                t.have.add(int(p.name))
+                t.bytes += p.stat().st_size
+        return t
+
+    def _drop(self, sha: str, why: str | None = None) -> None:
+        self.index.pop(sha, None)
+        shutil.rmtree(self.dir / sha, ignore_errors=True)
+        if why:
+            log.info("partial transfer %s dropped: %s", sha[:12], why)
+
+    def expire(self, keep: str | None = None, room: int = 1) -> None:
+        """Drop stale transfers, then the oldest others (never `keep`) until `room` more fit in
+        IN_PROGRESS and all partial transfers together hold at most max_bytes."""
+        now = time.time()
+        if keep is None and self.index:  # the periodic check spares the transfer most recently fed
+            keep = max(self.index, key=lambda sha: self.index[sha].touched)
+        for sha, t in list(self.index.items()):
+            if sha != keep and (now - t.touched > STALE_S or t.total == 0):
+                self._drop(sha, f"untouched for {(now - t.touched) / 3600:.1f} h" if t.total else "unreadable")
+        others = sorted((self.index[sha].touched, sha) for sha in self.index if sha != keep)
+        held = self.held()
+        while others and (len(others) + room > IN_PROGRESS or held > self.max_bytes):
+            _, sha = others.pop(0)
+            held -= self.index[sha].bytes
+            self._drop(sha, "room for a newer transfer")
+
+    def held(self) -> int:
+        """Bytes of chunks on disk, all partial transfers together."""
+        return sum(t.bytes for t in self.index.values())
+
+    def _transfer(self, sha: str, total: int) -> _Partial:
+        t = self.index.get(sha)
+        if t is not None and t.total != total:
+            self._drop(sha)  # a different split of the same pack: start over
+            t = None
+        if t is None:
+            self.expire(keep=sha)
+            d = self.dir / sha
+            shutil.rmtree(d, ignore_errors=True)
             d.mkdir(parents=True)
-            meta.write_text(f"{total}\n")
-        return d
+            (d / "total").write_text(f"{total}\n")
+            t = self.index[sha] = _Partial(total)
+        return t
 
     def add(self, chunk: Chunk) -> tuple[Transfer, Path | None]:
         """Store one chunk. (progress, pack path once every chunk is in and the sha256 matches).
 
         Raises BadChunk when the transfer goes over max_bytes or the assembled pack does not
         match its sha256; the transfer is dropped either way."""
-        d = self._folder(chunk.sha256, chunk.total)
-        part = d / f"{chunk.index:06d}"
-        if not part.exists():
+        t = self._transfer(chunk.sha256, chunk.total)
+        d = self.dir / chunk.sha256
+        t.touched = time.time()
+        if chunk.index not in t.have:
+            if t.bytes + len(chunk.data) > self.max_bytes:
+                self._drop(chunk.sha256)
+                raise BadChunk(f"transfer {chunk.sha256[:12]}: over update.max_bytes ({self.max_bytes} bytes)")
             tmp = d / f".{chunk.index:06d}.tmp"
             tmp.write_bytes(chunk.data)
-            tmp.replace(part)
-        parts = sorted(p for p in d.iterdir() if p.name.isdigit())
-        size = sum(p.stat().st_size for p in parts)
-        if size > self.max_bytes:
-            shutil.rmtree(d, ignore_errors=True)
-            raise BadChunk(f"transfer {chunk.sha256[:12]}: over update.max_bytes ({self.max_bytes} bytes)")
-        have = {int(p.name) for p in parts}
-        missing = [i for i in range(chunk.total) if i not in have]
-        progress = Transfer(chunk.sha256, chunk.total, len(have), missing[:256], size)
+            tmp.replace(_part(d, chunk.index))
+            t.have.add(chunk.index)
+            t.bytes += len(chunk.data)
+            if self.held() > self.max_bytes:
+                self.expire(keep=chunk.sha256, room=0)
+        missing = t.missing()
+        progress = Transfer(chunk.sha256, chunk.total, len(t.have), missing, t.bytes)
         if missing:
             return progress, None
-        pack = self.dir / f"{chunk.sha256}.leukedge"
+        return progress, self._assemble(chunk.sha256, t)
+
+    def _assemble(self, sha: str, t: _Partial) -> Path:
+        d = self.dir / sha
+        pack = self.dir / f"{sha}.leukedge"
         h = hashlib.sha256()
-        with open(pack, "wb") as out:
-            for p in parts:
-                data = p.read_bytes()
-                h.update(data)
-                out.write(data)
-        shutil.rmtree(d, ignore_errors=True)
-        if h.hexdigest() != chunk.sha256:
+        try:
+            with open(pack, "wb") as out:
+                for i in range(t.total):
+                    data = _part(d, i).read_bytes()
+                    h.update(data)
+                    out.write(data)
+        finally:
+            self._drop(sha)
+        if h.hexdigest() != sha:
             pack.unlink(missing_ok=True)
-            raise BadChunk(f"pack sha256 mismatch (sent {chunk.sha256[:12]}..., got {h.hexdigest()[:12]}...): "
+            raise BadChunk(f"pack sha256 mismatch (sent {sha[:12]}..., got {h.hexdigest()[:12]}...): "
                            "tampered or corrupted in transit")
-        return progress, pack
+        return pack

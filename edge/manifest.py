@@ -26,6 +26,7 @@ from edge.stain import StainNorm
 LABELS: tuple[str, ...] = ("Benign", "Early", "Pre", "Pro")
 ARCH_NAMES: tuple[str, ...] = ("mobilenetv2", "custom_cnn")  # what a manifest's `arch` may say
 SCHEMA_VERSION = 1
+MAX_RELEASE = 2**31 - 1  # a release fits every int32 a fleet tool stores; a huge one would lock out every later one
 MANIFEST = "manifest.json"
 Format = Literal[(*FORMATS, SELFTEST_FORMAT, OOD_FORMAT)]  # model formats (edge.formats.TABLE), selftest.npz, ood.npz
 
@@ -80,7 +81,7 @@ class Manifest(BaseModel):
     training: dict = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
-    release: int | None = Field(None, ge=1)  # set by `leukedge sign`; monotonic per lab
+    release: int | None = Field(None, ge=1, le=MAX_RELEASE)  # set by `leukedge sign`; monotonic per lab
     ood: OodSection | None = None  # the unfamiliar-input guard (edge/ood.py); absent = off
 
     def file(self, fmt: str) -> FileEntry:

@@ -18,6 +18,7 @@ from edge.trust import SIGNATURE
 
 SUFFIX = ".leukedge"
 MAX_MEMBERS = 64
+MAX_NAME = 200  # bytes of a member name (UTF-8); file systems stop at 255 per name
 
 
 class UnsafeArchive(BundleError):
@@ -58,6 +59,9 @@ def pack(bundle: str | Path, out: str | Path) -> Path:
 def check_name(name: str) -> str:
     """A member name that stays inside its folder: relative, no `..`, no empty or odd parts."""
     p = PurePosixPath(name)
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > MAX_NAME:
+        raise UnsafeArchive(f"member {name[:40]!r}...: name of {size} bytes is too long (at most {MAX_NAME})")
     if not name or "\\" in name or "\0" in name or p.is_absolute() or name.startswith("/"):
         raise UnsafeArchive(f"member {name[:80]!r}: absolute or malformed path")
     if any(part in ("..", ".", "") for part in name.split("/")):

@@ -12,6 +12,12 @@ ignored: under MQTT 5 (the default) the subscription asks for Retain As Publishe
 retained command is recognised live as well as on subscribing; MQTT 3.1.1 clears the flag
 on live delivery and cannot tell. With MQTT off the agent talks to `Offline` instead,
 which has the same face and sends nothing.
+
+An exception escaping a callback would end paho's network thread, and with it delivery,
+silently. So every callback runs under `_guarded` (one rate-limited log line, counted in
+`stats` as `handler_errors`), and `pump()` still checks that the thread lives: a dead one
+means state down (`connected` false, `last_error` says why), a warning, and a fresh
+connection on a new thread.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from urllib.parse import urlsplit
 
 from edge.commands import BadCommand, Command, parse
 from edge.errors import BadInput
+from edge.loglimit import LimitedLog
 from edge.messages import ALL_COMMANDS, INFO, STATUS, command_leaf, encode, topic
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,7 @@ class _Link:
         self.commands: collections.deque[Command] = collections.deque()
         self.acked = self.handed = self.rejected = self.connects = 0
         self.cmd_ok = self.cmd_bad = self.cmd_retained = 0
+        self.handler_errors = self.restarts = 0
         self.last_error: str | None = None
         self.chunk_limit = 0  # update.max_bytes when the box takes bundle updates (edge.commands.parse)
 
@@ -52,7 +60,8 @@ class _Link:
         """The `mqtt` part of the stats message."""
         return {"connected": self.connected.is_set(), "connects": self.connects, "acked": self.acked,
                 "rejected": self.rejected, "commands": self.cmd_ok, "commands_bad": self.cmd_bad,
-                "commands_retained_ignored": self.cmd_retained, "last_error": self.last_error}
+                "commands_retained_ignored": self.cmd_retained, "handler_errors": self.handler_errors,
+                "network_restarts": self.restarts, "last_error": self.last_error}
 
 
 class Offline(_Link):
@@ -89,6 +98,9 @@ class Publisher(_Link):
         self._last_delete = time.monotonic()
         self.info: dict | None = None
         self._stopping = False
+        self._rejected_log = LimitedLog(log)
+        self._fault_log = LimitedLog(log, burst=3)
+        self._network: threading.Thread | None = None
         self.client = self._make_client()
 
     # ------------------------------------------------------------------ setup
@@ -122,15 +134,46 @@ class Publisher(_Link):
         c.will_set(self.topic(STATUS), "offline", qos=1, retain=True)
         c.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
         c.max_inflight_messages_set(cfg.inflight)
-        c.on_connect, c.on_disconnect, c.on_connect_fail = self._on_connect, self._on_disconnect, self._on_connect_fail
-        c.on_publish, c.on_message = self._on_publish, self._on_message
+        c.on_connect, c.on_disconnect = self._guarded(self._on_connect), self._guarded(self._on_disconnect)
+        c.on_connect_fail, c.on_publish = self._guarded(self._on_connect_fail), self._guarded(self._on_publish)
+        c.on_message = self._guarded(self._on_message)
         return c
+
+    def _guarded(self, handler):
+        """`handler` as a paho callback that never raises: whatever it throws is logged (rate-limited),
+        counted, and the network thread goes on."""
+        name = handler.__name__
+
+        def call(*args, **kwargs):
+            try:
+                handler(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - one bad message must not end delivery
+                self.handler_errors += 1
+                self._fault_log.warning("MQTT %s failed, message dropped: %s: %s", name.lstrip("_"),
+                                        type(exc).__name__, str(exc)[:200])
+
+        return call
 
     def start(self) -> "Publisher":
         """Connect in the background; until it succeeds everything waits in the outbox."""
         self.client.connect_async(self.host, self.port, keepalive=self.cfg.keepalive_s)
         self.client.loop_start()
+        self._network = self.client._thread  # paho keeps no public handle on its thread; watched by pump()
         return self
+
+    def _network_alive(self) -> bool:
+        """False when paho's network thread ended without stop(): nothing would be sent or received again.
+        Then: state down, a warning, and a new connection on a new thread (paho re-sends what it held)."""
+        if self._network is None or self._network.is_alive() or self._stopping:
+            return True
+        self.restarts += 1
+        self.connected.clear()
+        self._state(f"MQTT network thread to {self.host}:{self.port} stopped unexpectedly; reconnecting")
+        log.warning("MQTT network thread stopped unexpectedly (restart %d): reconnecting to %s:%d",
+                    self.restarts, self.host, self.port)
+        self._network = None
+        self.start()
+        return False
 
     # ------------------------------------------------------------------ paho thread
 
@@ -179,7 +222,7 @@ class Publisher(_Link):
             self.cmd_ok += 1
         except BadCommand as exc:
             self.cmd_bad += 1
-            log.warning("command rejected: %s", exc)
+            self._rejected_log.warning("command rejected: %s", exc)
 
     # ------------------------------------------------------------------ agent thread
 
@@ -200,6 +243,8 @@ class Publisher(_Link):
             if not ok:
                 self.rejected += 1
                 log.warning("broker rejected outbox row %d: dropped", row)
+        if not self._network_alive():
+            return
         now = time.monotonic()
         if self._done and (flush or len(self._done) >= 64 or now - self._last_delete >= 0.5):
             self.acked += self.outbox.delete(self._done)

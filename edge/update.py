@@ -28,6 +28,7 @@ from edge import selftest
 from edge.backends import load_for_manifest
 from edge.chunks import BadChunk, Reassembler
 from edge.errors import BadInput, BundleError
+from edge.loglimit import LimitedLog
 from edge.manifest import load_manifest, sha256_file
 from edge.messages import SCHEMA, utc_now
 from edge.pack import safe_unpack
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 PAUSE_ENV = "LEUKEDGE_INSTALL_PAUSE"  # fault injection for tests: "<step>:<seconds>"
 FREE_MARGIN = 16 << 20
 SCAN_S = 0.5
+MAX_JOBS = 512  # queued chunks and rollbacks; more are dropped (a sender re-sends what a transfer status lists)
 
 
 def event(status: str, sha: str | None, release: int | None, reason: str | None, **extra) -> dict:
@@ -78,6 +80,10 @@ class Updater:
         self.store = Store(cfg.store, self.up.keep)
         self.reassembler = Reassembler(self.store.incoming, self.up.max_bytes)
         self.jobs: queue.Queue = queue.Queue()
+        self.dropped = 0  # jobs refused because the queue was full
+        self._queued_bytes = 0  # chunk data waiting in `jobs`: at most update.max_bytes
+        self._jobs_lock = threading.Lock()
+        self._drop_log = LimitedLog(log)
         self.outcomes: collections.deque = collections.deque()
         self.running: tuple[str | None, int | None] = (None, None)
         self.factory_sha: str | None = None
@@ -173,11 +179,25 @@ class Updater:
 
     # ------------------------------------------------------------------ agent thread
 
-    def submit_chunk(self, chunk) -> None:
-        self.jobs.put(("chunk", chunk))
+    def submit_chunk(self, chunk) -> bool:
+        return self._submit(("chunk", chunk), len(chunk.data))
 
-    def submit_rollback(self, factory: bool = False, origin: str = "mqtt", event_file: Path | None = None) -> None:
-        self.jobs.put(("rollback", factory, origin, event_file))
+    def submit_rollback(self, factory: bool = False, origin: str = "mqtt", event_file: Path | None = None) -> bool:
+        return self._submit(("rollback", factory, origin, event_file), 0)
+
+    def _submit(self, job: tuple, size: int) -> bool:
+        """Queue a job unless MAX_JOBS wait already, or its chunk data would take the queued bytes over
+        update.max_bytes (one chunk is always taken into an empty queue). False, logged and counted, if not."""
+        with self._jobs_lock:
+            full = self.jobs.qsize() >= MAX_JOBS or (size and self._queued_bytes
+                                                     and self._queued_bytes + size > self.up.max_bytes)
+            if not full:
+                self._queued_bytes += size
+                self.jobs.put((*job, size) if job[0] == "chunk" else job)
+        if full:
+            self.dropped += 1
+            self._drop_log.warning("update queue full (%d jobs waiting): %s dropped", self.jobs.qsize(), job[0])
+        return not full
 
     def poll(self) -> list[tuple[str, object]]:
         out = []
@@ -218,6 +238,8 @@ class Updater:
 
     def _run(self, job: tuple) -> None:
         if job[0] == "chunk":
+            with self._jobs_lock:
+                self._queued_bytes -= job[2]
             self._chunk(job[1])
         elif job[0] == "pack":
             self._install(*job[1:])
@@ -235,7 +257,8 @@ class Updater:
             self._install(pack, "mqtt", True, None, chunk.sha256)
 
     def _scan(self) -> None:
-        """Packs and rollback requests in the inbox (`leukedge install`) and the drop folder."""
+        """Stale partial transfers; packs and rollback requests in the inbox (`leukedge install`) and the drop folder."""
+        self.reassembler.expire(room=0)
         for p in sorted(self.store.inbox.iterdir()):
             if p.name.startswith(".") or p.is_symlink() or not p.is_file():
                 continue

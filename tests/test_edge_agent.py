@@ -240,7 +240,8 @@ def test_offline_stats_payload_keys_and_total(tmp_path, bundle, folder):
     assert stats["source"] == {"uri": str(folder), "state": "open", "reopens": 0, "eofs": 1, "failures": 0,
                                "last_error": None}
     assert stats["mqtt"] == {"connected": False, "connects": 0, "acked": 0, "rejected": 0, "commands": 0,
-                             "commands_bad": 0, "commands_retained_ignored": 0, "last_error": None}
+                             "commands_bad": 0, "commands_retained_ignored": 0, "handler_errors": 0,
+                             "network_restarts": 0, "last_error": None}
     assert set(stats["latency_ms"]) == {"decode", "gate", "pre", "invoke", "outbox", "publish", "total", "overhead"}
     results = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
     totals = [r["latency_ms"]["total"] for r in results if r["type"] == "result"]
