@@ -48,7 +48,7 @@ def _close(c: mqtt.Client) -> None:
 def _sign_raw(bundle: Path, key_path: Path, release: int) -> None:
     """What an old `leukedge sign` (or a hand-edited manifest) produced: any release, validly signed."""
     from converter.signing import load_private_key
-    from edge.bundle import MANIFEST
+    from edge.manifest import MANIFEST
     from edge.trust import SIGNATURE
 
     data = json.loads((bundle / MANIFEST).read_text())
@@ -84,7 +84,7 @@ def test_deep_json_commands_do_not_stop_result_delivery(kit, broker, tmp_path):
         feed.close()
     log = agent.log()
     assert "bundle/chunk: chunk must be one flat JSON object" in log
-    assert "sample/start: payload is not JSON" in log
+    assert "sample/start payload: JSON nested too deeply" in log
     assert "Traceback" not in log and "RecursionError" not in log
 
 
@@ -186,7 +186,7 @@ def _tar(out: Path, members: list[tuple[str, bytes]]) -> Path:
 def _huge_release_pack(kit, tmp_path: Path, release: int) -> Path:
     import shutil
 
-    from edge.bundle import load_manifest
+    from edge.manifest import load_manifest
 
     b = Path(shutil.copytree(kit.b, tmp_path / f"huge-{len(str(release))}"))
     _sign_raw(b, kit.keys / "signing.key", release)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.agent_proc import AgentProcess, agent_config
+from leukedge.agent_process import AgentProcess, agent_config
 from tests.hostile import bundle, leukedge  # noqa: F401  (bundle: a fixture)
 
 SECRETS = ("secret2", "tok-secret3")
