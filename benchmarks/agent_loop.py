@@ -95,7 +95,7 @@ def run_mode(mode: str, args, bundle: Path, frames: Path, broker, work: Path, ra
 
     # CPU time of this thread, outside and inside invoke: the overhead without the waits
     # a busy machine adds (wall-clock numbers include being preempted by other processes).
-    infer, in_invoke, cpu_overhead = agent.parts.backend.infer, [0.0], []
+    infer, in_invoke, cpu_overhead = agent.parts.backend.infer_with_features, [0.0], []
 
     def timed_infer(x):
         c0 = time.thread_time()
@@ -104,7 +104,7 @@ def run_mode(mode: str, args, bundle: Path, frames: Path, broker, work: Path, ra
         finally:
             in_invoke[0] += time.thread_time() - c0
 
-    agent.parts.backend.infer = timed_infer
+    agent.parts.backend.infer_with_features = timed_infer
 
     # Time the loop thread spends in the station's hooks, per frame: the page's own cost,
     # attributed directly rather than as a difference of two noisy runs (perf_counter: cheap

@@ -17,12 +17,13 @@ from contextlib import contextmanager
 
 from edge import __version__
 from edge.commands import apply
-from edge.components import Components, build_components, threshold_in_force
+from edge.components import Components, build_components, open_guard, threshold_in_force
 from edge.errors import BadFrame
 from edge.loglimit import LimitedLog
 from edge.messages import EVENT, RESULT, SAMPLE, SCHEMA, STATS, encode, result_payload, utc_now
 from edge.pixels import as_rgb_uint8, frame_min_side, preprocess_rgb, reduce_like_jpeg
-from edge.postprocess import classify
+from edge.ood import guard_state
+from edge.postprocess import classify_with_features
 from edge.sources import END, SourceError
 from edge.station import Station, StationView
 from edge.stats import cpu_temperature
@@ -107,14 +108,20 @@ class Agent:
         with stats.stage("pre"):
             x = preprocess_rgb(rgb, parts.manifest.input)
         with stats.stage("invoke"):  # all TTA passes and the manifest's post-processing
-            probs = classify(parts.backend.infer, x, parts.manifest.postprocess)
+            probs, features = classify_with_features(parts.backend.infer_with_features, x, parts.manifest.postprocess)
+        ood = None
+        if parts.guard is not None:
+            with stats.stage("guard"):
+                ood = parts.guard.score_field(features, x)
         self.seq += 1
         stats.time("total", _ms_since(t0))
-        result = self.build_result(rgb, verdict.focus, probs, digest.result(),
+        result = self.build_result(rgb, verdict.focus, probs, digest.result(), ood=ood,
                                    pre=stats.last["pre"], invoke=stats.last["invoke"], total=stats.last["total"])
         self.emit(RESULT, result)
-        self.emit(SAMPLE, parts.samples.add(self.seq, probs))
+        unfamiliar = ood is not None and ood.unfamiliar
+        self.emit(SAMPLE, parts.samples.add(self.seq, probs, unfamiliar=unfamiliar))
         stats.fields += 1
+        stats.unfamiliar += unfamiliar
         stats.time("overhead", frame.decode_ms + _ms_since(t0) - stats.last["invoke"])
         return result
 
@@ -156,7 +163,7 @@ class Agent:
                  parts.backend.name, cfg.source.safe_uri, cfg.mqtt.safe_url, parts.outbox.rows)
         self.station = Station.start(cfg, self.info(), command=self.command, view=self.station_view)
 
-    def build_result(self, rgb, focus: float, probs, sha256: str | None = None, **latency) -> dict:
+    def build_result(self, rgb, focus: float, probs, sha256: str | None = None, ood=None, **latency) -> dict:
         """The result message; frame.sha256 as `frame_sha256` gives it (of the pixels when not given)."""
         parts = self.parts
         field = parts.samples.field_number()  # may open a sample: first
@@ -165,7 +172,8 @@ class Agent:
         return result_payload(
             msg_id=f"{self.cfg.device_id}-{parts.boot}-{self.seq}", seq=self.seq,
             sample_id=parts.samples.sample_id, field=field, probs=probs, labels=parts.manifest.labels,
-            refer_below=parts.samples.refer_below, latency_ms=latency, model_sha256=parts.entry.sha256, frame=frame)
+            refer_below=parts.samples.refer_below, latency_ms=latency, model_sha256=parts.entry.sha256, frame=frame,
+            ood=ood.to_dict() if ood is not None else None)
 
     def emit(self, kind: str, payload: dict | None) -> None:
         """Outbox first (durable), local log, then hand to MQTT."""
@@ -204,6 +212,7 @@ class Agent:
         old = parts.backend
         parts.bundle, parts.manifest, parts.backend, parts.entry = ready.path, ready.manifest, ready.backend, ready.entry
         manifest = parts.manifest
+        parts.guard, parts.guard_off = open_guard(parts.bundle, manifest, parts.backend)
         parts.samples.use_model(manifest.labels, threshold_in_force(self.cfg, manifest), parts.entry.sha256,
                                 manifest.postprocess.pool)
         old.close()
@@ -228,7 +237,8 @@ class Agent:
                       "refer_below_source": "manifest" if cfg.thresholds.refer_below is None else "config"}
         return {"schema": SCHEMA, "device": cfg.device_id, "agent_version": __version__, "boot": parts.boot,
                 "bundle": bundle, "backend": parts.backend.name, "model_file": parts.entry.path,
-                "labels": manifest.labels, "thresholds": thresholds, "source": cfg.source.safe_uri,
+                "labels": manifest.labels, "thresholds": thresholds,
+                "guard": guard_state(parts.guard, parts.guard_off), "source": cfg.source.safe_uri,
                 "gate": cfg.gate.mode, "ts": utc_now()}
 
     def station_view(self) -> StationView:
@@ -249,6 +259,7 @@ class Agent:
                 "frames": stats.frame_counts(), "gate_rejected": dict(parts.gate.rejected),
                 "backend": parts.backend.name, "source": {"uri": cfg.source.safe_uri, **parts.source.stats()},
                 "mqtt": parts.publisher.stats(), "samples_closed": parts.samples.closed,
+                "unfamiliar": stats.unfamiliar_counts(),
                 "cpu_temp_c": cpu_temperature()}
 
     def publish_stats(self) -> dict:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from edge.backends import Backend, load_for_manifest
 from edge.gate import Gate
-from edge.manifest import FileEntry, Manifest, load_manifest
+from edge.manifest import FileEntry, Manifest, bundle_path, load_manifest
+from edge.ood import FORMAT as OOD_FORMAT
+from edge.ood import Guard
 from edge.outbox import Outbox
 from edge.pixels import frame_min_side
 from edge.publisher import Offline, Publisher
@@ -38,6 +40,19 @@ class Components:
     results: ResultLog | None  # the local JSON-lines log, when configured
     publisher: Publisher | Offline
     min_side: int  # edge.pixels.frame_min_side for this bundle: set here and at a bundle switch
+    guard: Guard | None  # the unfamiliar-input guard of this bundle (None: off, for the reason in guard_off)
+    guard_off: str | None
+
+
+def open_guard(bundle: Path, manifest: Manifest, backend: Backend) -> tuple[Guard | None, str | None]:
+    """The bundle's unfamiliar-input guard, or None and why it is off (said in `info` and on the page)."""
+    section = manifest.ood
+    if section is None:
+        return None, "this bundle has no unfamiliar-input guard (converted without one, or before the kit had it)"
+    if backend.features_dim != section.features_dim:
+        return None, (f"the model file gives {backend.features_dim or 'no'} features, the guard was fitted on "
+                      f"{section.features_dim}")
+    return Guard.load(section, bundle_path(bundle, manifest.file(OOD_FORMAT))), None
 
 
 def threshold_in_force(cfg, manifest: Manifest) -> float:
@@ -62,6 +77,7 @@ def build_components(cfg, source: Watchdog | None = None, bundle: Path | None = 
     backend, entry = load_for_manifest(bundle, manifest, backend=b.name, threads=b.threads,
                                        allow_fallback=b.allow_fallback, device=b.device)
     min_side = frame_min_side(manifest.input, cfg.gate.analysis_width)
+    guard, guard_off = open_guard(bundle, manifest, backend)
     if source is None:
         # A large JPEG decodes reduced (libjpeg's scaled decoding averages as it goes) to no less
         # than the model input and the gate's copy need: a 1280x960 file at 320x240 for a 224 px
@@ -76,4 +92,4 @@ def build_components(cfg, source: Watchdog | None = None, bundle: Path | None = 
     publisher = Publisher(cfg.mqtt, cfg.device_id, outbox) if cfg.mqtt.url else Offline(cfg.mqtt, cfg.device_id)
     return Components(bundle=bundle, manifest=manifest, entry=entry, backend=backend, source=source, outbox=outbox,
                       boot=boot, samples=samples, gate=Gate(cfg.gate), stats=Stats(), results=results, publisher=publisher,
-                      min_side=min_side)
+                      min_side=min_side, guard=guard, guard_off=guard_off)

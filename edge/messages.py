@@ -14,6 +14,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge.ood import STAT_GROUPS
+
 SCHEMA = 1
 DEFAULT_PREFIX = "leukedge"  # the first topic level unless `mqtt.prefix` says otherwise
 
@@ -59,12 +61,19 @@ def prob_map(probs: np.ndarray, labels: list[str]) -> dict[str, float]:
 
 def result_payload(*, msg_id: str, seq: int, sample_id: str | None, field: int, probs: np.ndarray,
                    labels: list[str], refer_below: float, latency_ms: dict, model_sha256: str,
-                   frame: dict) -> dict:
+                   frame: dict, ood: dict | None = None) -> dict:
+    """One field's result. An unfamiliar field (`ood.unfamiliar`) is `refer` with reason "unfamiliar",
+    whatever its probabilities; a field below the threshold is `refer`, "not confident"."""
     label, decision = decide(probs, labels, refer_below)
+    reason = None
+    if ood is not None and ood["unfamiliar"]:
+        decision, reason = "refer", "unfamiliar"
+    elif decision == "refer":
+        reason = "not confident"
     return {"schema": SCHEMA, "id": msg_id, "seq": seq, "ts": utc_now(), "sample_id": sample_id, "field": field,
-            "label": label, "probs": prob_map(probs, labels), "decision": decision,
+            "label": label, "probs": prob_map(probs, labels), "decision": decision, "reason": reason,
             "latency_ms": {k: round(v, 3) for k, v in latency_ms.items()}, "model_sha256": model_sha256,
-            "frame": frame}
+            "frame": frame, "ood": ood}
 
 
 # --------------------------------------------------------------------------- schema
@@ -86,6 +95,13 @@ class FrameInfo(_Msg):
     focus: float
 
 
+class OodInfo(_Msg):
+    score: float
+    threshold: float
+    unfamiliar: bool
+    reason: Literal[tuple(STAT_GROUPS)] | None  # which image statistics explain it, when one does
+
+
 class ResultMessage(_Msg):
     schema_: Literal[1] = Field(alias="schema")
     id: str = Field(pattern=r"^.+-\d+-\d+$")
@@ -96,9 +112,11 @@ class ResultMessage(_Msg):
     label: str
     probs: dict[str, float]
     decision: str
+    reason: Literal["not confident", "unfamiliar"] | None
     latency_ms: Latency
     model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     frame: FrameInfo
+    ood: OodInfo | None  # the unfamiliar-input guard's verdict; None when the bundle has no guard
 
 
 class SampleMessage(_Msg):
@@ -127,6 +145,7 @@ class InfoMessage(_Msg):
     model_file: str
     labels: list[str]
     thresholds: dict
+    guard: dict  # {"on": true, method, threshold, ...} or {"on": false, "why_off": ...}
     source: str
     gate: str
     ts: datetime

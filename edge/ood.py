@@ -26,7 +26,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,6 +84,8 @@ class Verdict(NamedTuple):
 
 def image_stats(x: np.ndarray) -> dict[str, float]:
     """Cheap statistics of one preprocessed field (HxWx3 uint8 RGB) that explain an unfamiliar verdict."""
+    import cv2  # lazy: edge modules import without OpenCV (start-up time)
+
     h, w = x.shape[:2]
     scale = 1.0
     if max(h, w) > ANALYSIS_SIDE:
@@ -108,6 +109,8 @@ def image_stats(x: np.ndarray) -> dict[str, float]:
 
 def _log_size(mask: np.ndarray, scale: float) -> float:
     """log2 of area / boundary (~ radius / 2 of round objects, in model-input pixels); -8 when there are none."""
+    import cv2
+
     area = int(mask.sum())
     edge = area - int(cv2.erode(mask, None).sum())
     return float(np.log2(area / edge * scale)) if edge else -8.0
@@ -115,6 +118,15 @@ def _log_size(mask: np.ndarray, scale: float) -> float:
 
 def group_values(stats: dict[str, float], group: str) -> np.ndarray:
     return np.array([stats[name] for name in STAT_GROUPS[group]])
+
+
+def guard_state(guard: "Guard | None", why_off: str | None) -> dict:
+    """What `info` and the page say about the guard."""
+    if guard is None:
+        return {"on": False, "why_off": why_off}
+    s = guard.section
+    return {"on": True, "method": s.method, "threshold": round(s.threshold, 4), "features_dim": s.features_dim,
+            "stats": list(s.stats)}
 
 
 class Guard:

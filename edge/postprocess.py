@@ -81,7 +81,19 @@ def postprocess(passes: np.ndarray, params: PostProcess | None = None) -> np.nda
 
 def classify(infer: Callable[[np.ndarray], np.ndarray], x: np.ndarray, params: PostProcess | None) -> np.ndarray:
     """One preprocessed field through a backend's `infer`, TTA passes included -> decision probabilities."""
-    return postprocess(np.stack([infer(v) for v in views(x, params)]), params)
+    return classify_with_features(lambda view: (infer(view), None), x, params)[0]
+
+
+def classify_with_features(infer_with_features: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]],
+                           x: np.ndarray, params: PostProcess | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """`classify`, and the penultimate features of the unturned view from the same invokes (None
+    when the model has no features output): what the unfamiliar-input guard scores."""
+    passes, features = [], None
+    for k, view in enumerate(views(x, params)):
+        probs, got = infer_with_features(view)
+        passes.append(probs)
+        features = got if k == 0 else features
+    return postprocess(np.stack(passes), params), features
 
 
 def pool(fields: np.ndarray, method: str = "mean_prob") -> np.ndarray:

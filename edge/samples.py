@@ -21,6 +21,7 @@ class Sample:
         self.opened = utc_now()
         self.probs: list[np.ndarray] = []
         self.seqs: list[int] = []
+        self.unfamiliar = 0
         self.last_field_t = time.monotonic()
 
 
@@ -67,11 +68,13 @@ class SamplePool:
             self.open()
         return len(self.current.probs) + 1 if self.current else 1
 
-    def add(self, seq: int, probs: np.ndarray) -> dict | None:
-        """Add a classified field; returns a sample message when this field closes the sample."""
+    def add(self, seq: int, probs: np.ndarray, unfamiliar: bool = False) -> dict | None:
+        """Add a classified field; returns a sample message when this field closes the sample.
+        An unfamiliar field (edge/ood.py) is not pooled into the sample's class decision."""
         if self.current is None:
             return None
         s = self.current
+        s.unfamiliar += unfamiliar
         s.probs.append(probs)
         s.seqs.append(seq)
         s.last_field_t = time.monotonic()

@@ -5,6 +5,7 @@ Latency stages of a classified field, in ms:
     gate      frame check + field gate
     pre       crop, resize, colour order
     invoke    the model
+    guard     the unfamiliar-input guard's verdict (edge/ood.py), when the bundle has one
     total     from the frame check to the model's answer (gate + pre + invoke): the same
               number a result message carries as `latency_ms.total`
     outbox    writing a message to the outbox (and the local log)
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("decode", "gate", "pre", "invoke", "outbox", "publish", "total", "overhead")
+STAGES = ("decode", "gate", "pre", "invoke", "guard", "outbox", "publish", "total", "overhead")
 
 
 class Stats:
@@ -29,6 +30,7 @@ class Stats:
         self.stages = {name: collections.deque(maxlen=window) for name in STAGES}
         self.last: dict[str, float] = {}  # each stage's latest ms, for the result message
         self.frames = self.fields = 0
+        self.unfamiliar = 0  # classified fields the guard called unfamiliar (referred, never pooled)
         self.bad: collections.Counter[str] = collections.Counter()
         self.started = self._last_t = time.monotonic()
         self._last_frames = 0
@@ -59,6 +61,10 @@ class Stats:
         fps = (self.frames - self._last_frames) / max(now - self._last_t, 1e-6)
         self._last_t, self._last_frames = now, self.frames
         return round(fps, 2)
+
+    def unfamiliar_counts(self) -> dict[str, float]:
+        """The `unfamiliar` part of the stats message: how many fields the guard referred, and their share."""
+        return {"fields": self.unfamiliar, "rate": round(self.unfamiliar / self.fields, 4) if self.fields else 0.0}
 
     def uptime_s(self) -> float:
         return round(time.monotonic() - self.started, 1)

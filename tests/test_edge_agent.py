@@ -231,7 +231,7 @@ def test_offline_stats_payload_keys_and_total(tmp_path, bundle, folder):
     StatsMessage.model_validate(stats)
     assert list(stats) == ["schema", "ts", "device", "uptime_s", "fps", "fields", "latency_ms", "outbox",
                            "result_log", "frames", "gate_rejected", "backend", "source", "mqtt", "samples_closed",
-                           "cpu_temp_c"]
+                           "unfamiliar", "cpu_temp_c"]
     assert list(stats["outbox"]) == ["backlog", "bytes", "dropped", "written", "in_memory", "memory_dropped",
                                      "disk_error", "disk_failures", "inflight"]
     assert (stats["outbox"]["in_memory"], stats["outbox"]["disk_error"]) == (0, None)
@@ -242,7 +242,9 @@ def test_offline_stats_payload_keys_and_total(tmp_path, bundle, folder):
     assert stats["mqtt"] == {"connected": False, "connects": 0, "acked": 0, "rejected": 0, "commands": 0,
                              "commands_bad": 0, "commands_retained_ignored": 0, "handler_errors": 0,
                              "network_restarts": 0, "last_error": None}
-    assert set(stats["latency_ms"]) == {"decode", "gate", "pre", "invoke", "outbox", "publish", "total", "overhead"}
+    assert set(stats["latency_ms"]) == {"decode", "gate", "pre", "invoke", "guard", "outbox", "publish", "total",
+                                        "overhead"}
+    assert stats["unfamiliar"]["fields"] <= stats["fields"] and 0.0 <= stats["unfamiliar"]["rate"] <= 1.0
     results = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
     totals = [r["latency_ms"]["total"] for r in results if r["type"] == "result"]
     assert totals == [round(v, 3) for v in agent.parts.stats.stages["total"]]
@@ -263,8 +265,8 @@ def test_preprocessing_parity_with_trainer_and_converter(tmp_path, bundle):
         cv2.imwrite(str(folder / f"WBC-Benign-{i:03d}.jpg"), field[..., ::-1])
     agent = Agent(config(tmp_path, bundle, folder, gate={"mode": "continuous"}))
     agent.start()
-    seen, infer = [], agent.parts.backend.infer
-    agent.parts.backend.infer = lambda x: seen.append(x.copy()) or infer(x)
+    seen, infer = [], agent.parts.backend.infer_with_features
+    agent.parts.backend.infer_with_features = lambda x: seen.append(x.copy()) or infer(x)
     src = make_source(str(folder)).open()
     while (frame := src.read()) is not None:
         agent.process(frame)

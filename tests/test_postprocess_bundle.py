@@ -115,8 +115,8 @@ def test_agent_parity_with_validation_path_and_tta(imbalanced, tmp_path):
     agent = Agent(load_config(cfg))
     agent.start()
     assert agent.info()["bundle"]["tta"] == "dihedral"
-    calls, infer = [], agent.parts.backend.infer
-    agent.parts.backend.infer = lambda x: calls.append(1) or infer(x)
+    calls, infer = [], agent.parts.backend.infer_with_features
+    agent.parts.backend.infer_with_features = lambda x: calls.append(1) or infer(x)
     results, samples = [], []
     agent.emit = lambda kind, payload: payload and (results if kind == "result" else samples).append(payload)
     source = make_source(str(frames)).open()

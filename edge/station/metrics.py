@@ -41,6 +41,9 @@ class _SnapshotCollector:
         yield info
         yield CounterMetricFamily("leukedge_frames_total", "Frames read from the source", value=c["frames"])
         yield CounterMetricFamily("leukedge_fields_total", "Fields classified", value=c["fields"])
+        yield CounterMetricFamily("leukedge_unfamiliar_fields_total",
+                                  "Fields the unfamiliar-input guard referred (unlike the training data)",
+                                  value=c["unfamiliar"])
         results = CounterMetricFamily("leukedge_results_total", "Field results by decision", labels=["decision"])
         for decision, n in sorted(c["results"].items()):
             results.add_metric([decision], n)

@@ -148,7 +148,8 @@ class StationState:
         outbox = {**view.outbox.stats(), "oldest_age_s": view.outbox.oldest_age_s(),
                   "disk_free_mb": None if self._disk is None else round(self._disk[0] / 2**20),
                   "result_log_error": view.results.stats()["disk_error"] if view.results else None}
-        counts = {"frames": stats.frames, "fields": stats.fields, "bad_frames": dict(stats.bad),
+        counts = {"frames": stats.frames, "fields": stats.fields, "unfamiliar": stats.unfamiliar,
+                  "bad_frames": dict(stats.bad),
                   "results": dict(self.decisions), "samples_closed": pool.closed}
         state = {
             "schema": SCHEMA, "ts": utc_now(), "tz": self.tz, "device": self.info["device"],
