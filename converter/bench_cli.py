@@ -6,6 +6,9 @@ own code path) over the labelled images under DIR and compares them with the bun
 float file (onnx-fp32 or tflite-fp32), or with the first format when there is none.
 `accuracy` stays the plain argmax; `accuracy_tta` averages the eight dihedral passes;
 `accuracy_box`/`ece_box` apply the manifest's `postprocess` exactly as the agent does.
+With the unfamiliar-input guard in the bundle, every image is also scored by it as the agent
+scores a field (`edge.ood.Guard.score_field` on the first file's features): on a folder from
+another lab, the share it would refer says how far that lab is from the training data.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ import json
 from pathlib import Path
 
 from converter.calibration import select_balanced
-from converter.validate import box_columns, row, run_format, summarize, validation_table
+from converter.validate import box_columns, row, run_features, run_format, summarize, validation_table
 from edge.argtypes import output_file, positive_int
 from edge.errors import BadInput
 from edge.formats import BACKEND_FOR, REFERENCE_ORDER
 from edge.manifest import bundle_path, load_manifest
+from edge.ood import FORMAT as OOD_FORMAT
+from edge.ood import Guard
 from trainer.data import load_images, report_skipped, scan
 
 
@@ -57,9 +62,25 @@ def bench(bundle: Path, data: Path, subset: str = "Original", limit: int | None 
         rows.append(row(e.format, paths[e.format], y, probs, ref, p50, manifest.labels)
                     | box_columns(y, probs, passes, manifest.postprocess))
     note = f"{data}, n={len(y)}" + (f", {len(bad)} unreadable skipped" if bad else "")
-    return {"float_accuracy": summarize(y, ref, manifest.labels)["accuracy"], "reference": ref_fmt,
-            "split": note, "n": int(len(y)), "postprocess": {"params": manifest.postprocess.model_dump()},
-            "formats": rows}
+    out = {"float_accuracy": summarize(y, ref, manifest.labels)["accuracy"], "reference": ref_fmt,
+           "split": note, "n": int(len(y)), "postprocess": {"params": manifest.postprocess.model_dump()},
+           "formats": rows}
+    if manifest.ood is not None:
+        fmt = runnable[0].format  # the file the agent prefers among those this machine runs
+        guard = Guard.load(manifest.ood, bundle_path(bundle, manifest.file(OOD_FORMAT)))
+        out["unfamiliar_input_guard"] = guard_summary(guard, run_features(paths[fmt], fmt, x), x) | {"format": fmt}
+    return out
+
+
+def guard_summary(guard: Guard, features, images) -> dict:
+    """How many images the guard calls unfamiliar, and why, scored one by one as the agent does."""
+    verdicts = [guard.score_field(f, image) for f, image in zip(features, images)]
+    reasons: dict[str, int] = {}
+    for v in verdicts:
+        for reason in v.reasons or (("features",) if v.unfamiliar else ()):
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return {"n": len(verdicts), "flag_rate": sum(v.unfamiliar for v in verdicts) / max(len(verdicts), 1),
+            "reasons": reasons}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,6 +95,15 @@ def run(args: argparse.Namespace) -> int:
         manifest = load_manifest(args.bundle, verify=False)
     print(f"bundle {manifest.name} ({manifest.arch}, {manifest.input.height}x{manifest.input.width})")
     print(validation_table(validation, manifest.labels))
+    guard = validation.get("unfamiliar_input_guard")
+    if guard is None:
+        print("unfamiliar-input guard: off (this bundle has none)")
+    elif "flag_rate" in guard:
+        print(f"unfamiliar-input guard: {guard['flag_rate']:.1%} of {guard['n']} images would be referred as "
+              f"unlike the training data ({', '.join(f'{k} {v}' for k, v in guard['reasons'].items()) or 'none'})")
+    else:  # the conversion's report in validation.json
+        print(f"unfamiliar-input guard: flags {guard['validation']['flag_rate']:.1%} of the validation split; "
+              + ", ".join(f"{k} {v['flag_rate']:.0%}" for k, v in guard["shifted"].items()))
     if args.json:
         args.json.write_text(json.dumps(validation, indent=2) + "\n")
     return 0

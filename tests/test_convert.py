@@ -212,6 +212,10 @@ def test_bench_reprints_and_measures(tmp_path, capsys):
     assert measured["reference"] == "onnx-fp32" and measured["n"] == 12
     rows = {r["format"]: r for r in measured["formats"]}
     assert rows["tflite-fp32"]["agreement"] == 1.0 and rows["tflite-int8"]["latency_ms_p50"] > 0
+    guard = measured["unfamiliar_input_guard"]  # scored as the agent scores a field
+    assert guard["n"] == 12 and 0.0 <= guard["flag_rate"] <= 1.0 and guard["format"] == "tflite-int8"
+    assert set(guard["reasons"]) <= {"stain", "focus", "scale", "features"}
+    assert "unfamiliar-input guard:" in capsys.readouterr().out
 
 
 def test_fake_quant_per_channel_matches_folded_scaling():

@@ -4,6 +4,7 @@ fields through."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -153,3 +154,62 @@ def test_bundle_reports_the_guard_in_validation_json_and_the_model_card(guarded)
     assert 0.5 < report["auroc_features"] <= 1.0
     assert manifest.ood.fit["n_train"] > manifest.ood.fit["n_val"] > 0
     assert "Unfamiliar-input guard" in (out / "MODEL_CARD.md").read_text()
+
+
+# --------------------------------------------------------------------------- the agent end to end
+
+
+def _run_agent(tmp_path, bundle, folder, **over) -> tuple[list[dict], list[dict], dict]:
+    """The real agent over a folder (every image a field, no broker): results, samples, info."""
+    from edge.agent import Agent
+    from tests.test_edge_agent import config
+
+    cfg = config(tmp_path, bundle, folder, gate={"mode": "continuous"}, **over)
+    agent = Agent(cfg)
+    assert agent.run() == 0
+    lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    return ([m for m in lines if m["type"] == "result"], [m for m in lines if m["type"] == "sample"],
+            agent.info())
+
+
+def test_agent_refers_unfamiliar_fields_with_the_reason(guarded, tmp_path):
+    from edge.messages import ResultMessage
+
+    out, _, _, _, fresh = guarded
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shifted = ood_fit.shifted_sets(fresh[:6])
+    for k, x in enumerate(fresh[:6]):
+        cv2.imwrite(str(folder / f"a{k}-familiar.png"), x[..., ::-1])
+    for k, x in enumerate(shifted["stain"]):
+        cv2.imwrite(str(folder / f"b{k}-stain.png"), x[..., ::-1])
+    results, _, info = _run_agent(tmp_path, out, folder)
+    assert info["guard"]["on"] is True and info["guard"]["method"] == "mahalanobis-ppca"
+    assert len(results) == 12
+    for r in results:
+        ResultMessage.model_validate({k: v for k, v in r.items() if k != "type"})
+    stain = [r for r in results if r["seq"] > 6]
+    assert all(r["ood"]["unfamiliar"] and r["decision"] == "refer" and r["reason"] == "unfamiliar" for r in stain)
+    assert sum(r["ood"]["reason"] == "stain" for r in stain) >= 5
+    familiar = [r for r in results if r["seq"] <= 6]
+    assert sum(r["ood"]["unfamiliar"] for r in familiar) <= 1
+    assert all(r["reason"] in (None, "not confident") for r in familiar if not r["ood"]["unfamiliar"])
+
+
+def test_a_bundle_without_the_guard_loads_and_says_it_is_off(guarded, tmp_path):
+    import shutil
+
+    out, _, _, _, fresh = guarded
+    bundle = tmp_path / "old"
+    shutil.copytree(out, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    del manifest["ood"]
+    manifest["files"] = [f for f in manifest["files"] if f["format"] != "ood"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    for k, x in enumerate(fresh[:3]):
+        cv2.imwrite(str(folder / f"{k}.png"), x[..., ::-1])
+    results, _, info = _run_agent(tmp_path, bundle, folder)
+    assert info["guard"]["on"] is False and "no unfamiliar-input guard" in info["guard"]["why_off"]
+    assert len(results) == 3 and all(r["ood"] is None for r in results)
