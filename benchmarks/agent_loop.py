@@ -21,9 +21,7 @@ import numpy as np
 from edge.agent import Agent
 from edge.config import load_config
 from edge.sources import END, Frame, Watchdog
-from edge.stats import Stats
-
-STAGES = ("decode", "gate", "pre", "invoke", "outbox", "publish", "total", "overhead")
+from edge.stats import STAGES, Stats  # noqa: F401 - STAGES re-exported for bench_agent
 
 
 class ArraySource:

@@ -53,9 +53,9 @@ class StatRegion(BaseModel):
     inv_cov: list[list[float]]
     limit: float  # squared Mahalanobis distance beyond which the group is unfamiliar
 
-    def distance(self, values: np.ndarray) -> float:
-        d = np.asarray(values, np.float64) - np.asarray(self.mean)
-        return float(d @ np.asarray(self.inv_cov) @ d)
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(mean, inverse covariance, limit) as arrays, for scoring many fields."""
+        return np.asarray(self.mean), np.asarray(self.inv_cov), self.limit
 
 
 class OodSection(BaseModel):
@@ -83,7 +83,10 @@ class Verdict(NamedTuple):
 
 
 def image_stats(x: np.ndarray) -> dict[str, float]:
-    """Cheap statistics of one preprocessed field (HxWx3 uint8 RGB) that explain an unfamiliar verdict."""
+    """Cheap statistics of one preprocessed field (HxWx3 uint8 RGB) that explain an unfamiliar verdict.
+
+    OpenCV calls on a copy of at most ANALYSIS_SIDE pixels a side, quantiles from one histogram:
+    the agent runs this on every classified field (its cost: docs/edge.md)."""
     import cv2  # lazy: edge modules import without OpenCV (start-up time)
 
     h, w = x.shape[:2]
@@ -93,26 +96,28 @@ def image_stats(x: np.ndarray) -> dict[str, float]:
         x = cv2.resize(x, (w // f, h // f), interpolation=cv2.INTER_AREA)
         scale = float(f)
     lab = cv2.cvtColor(x, cv2.COLOR_RGB2LAB)
-    gray = lab[..., 0]
-    # Dark-stained objects (nuclei): clearly darker than the field's typical brightness.
-    mask = (gray < 0.75 * float(np.median(gray))).astype(np.uint8)
-    area = int(mask.sum())
+    gray = np.ascontiguousarray(lab[..., 0])
+    cdf = np.cumsum(cv2.calcHist([gray], [0], None, [256], [0, 256]).ravel())
+    median, bright = (float(np.searchsorted(cdf, q * cdf[-1])) for q in (0.5, 0.95))
+    # Dark-stained objects (nuclei): clearly darker than the field's typical brightness. Any cell:
+    # darker than the bright plasma between cells. (THRESH_BINARY_INV: 1 where gray <= the level.)
+    mask = cv2.threshold(gray, np.ceil(0.75 * median) - 1, 1, cv2.THRESH_BINARY_INV)[1]
+    cells = cv2.threshold(gray, np.ceil(0.9 * bright) - 1, 1, cv2.THRESH_BINARY_INV)[1]
+    area = cv2.countNonZero(mask)
     nucleus = cv2.mean(lab, mask=mask)[:3] if area else (0.0, 128.0, 128.0)
     background = cv2.mean(lab, mask=1 - mask)[:3] if area < mask.size else nucleus
-    # Any cell: darker than the bright plasma between cells.
-    cells = (gray < 0.9 * float(np.percentile(gray, 95))).astype(np.uint8)
-    focus = float(np.log10(1.0 + cv2.Laplacian(gray, cv2.CV_32F).var()))
+    sd = float(cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_32F))[1][0, 0])
     names = STAT_GROUPS["stain"]
     return {**dict(zip(names, (float(v) for v in (*nucleus, *background)))),
-            "object_size": _log_size(mask, scale), "cell_size": _log_size(cells, scale), "focus": focus}
+            "object_size": _log_size(mask, area, scale), "cell_size": _log_size(cells, cv2.countNonZero(cells), scale),
+            "focus": float(np.log10(1.0 + sd * sd))}
 
 
-def _log_size(mask: np.ndarray, scale: float) -> float:
+def _log_size(mask: np.ndarray, area: int, scale: float) -> float:
     """log2 of area / boundary (~ radius / 2 of round objects, in model-input pixels); -8 when there are none."""
     import cv2
 
-    area = int(mask.sum())
-    edge = area - int(cv2.erode(mask, None).sum())
+    edge = area - cv2.countNonZero(cv2.erode(mask, None))
     return float(np.log2(area / edge * scale)) if edge else -8.0
 
 
@@ -141,6 +146,7 @@ class Guard:
         self.inv_rest = float(1.0 / rest_variance)
         self.mean_proj = self.means @ self.directions  # (C, k)
         self.mean_sq = np.einsum("cd,cd->c", self.means, self.means)  # (C,)
+        self.regions = {group: (STAT_GROUPS[group], *region.arrays()) for group, region in section.stats.items()}
 
     @classmethod
     def load(cls, section: OodSection, path: Path) -> "Guard":
@@ -166,8 +172,12 @@ class Guard:
 
     def reasons(self, stats: dict[str, float]) -> tuple[str, ...]:
         """The statistic groups outside their familiar region, in STAT_GROUPS order."""
-        return tuple(group for group, region in self.section.stats.items()
-                     if region.distance(group_values(stats, group)) > region.limit)
+        out = []
+        for group, (names, mean, inv_cov, limit) in self.regions.items():
+            d = np.array([stats[name] for name in names]) - mean
+            if d @ inv_cov @ d > limit:
+                out.append(group)
+        return tuple(out)
 
     def score_field(self, features: np.ndarray, x: np.ndarray) -> Verdict:
         """The verdict on one field: its features and its preprocessed image."""
