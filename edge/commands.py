@@ -58,7 +58,7 @@ def _sample(name: str, payload: bytes, chunk_limit: int) -> Command:
     obj = _small_object(name, payload)
     sid = obj.get("sample_id")
     if isinstance(sid, str) and not re.match(SAMPLE_ID, sid):
-        raise BadCommand(f"{name}: {sid[:64]!r} is not allowed: {SAMPLE_ID_RULE}")
+        raise BadCommand(f"{name}: sample_id {sid[:64]!r} is not allowed: {SAMPLE_ID_RULE}")
     body = validated(_Payload, obj, f"{name} payload", BadCommand)
     if name == "sample/id" and body.sample_id is None:
         raise BadCommand("sample/id: sample_id is required")
