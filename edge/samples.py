@@ -120,8 +120,9 @@ class SamplePool:
     def field_number(self) -> int:
         """The number the next field gets in the open sample (opening one if `auto_open`)."""
         if self.current is None and self.cfg.auto_open:
+            notice = self.notice
             self.open()
-            self.notice = None  # opened by a field, not by anyone's command
+            self.notice = notice  # opened by a field, not by a command: the page keeps the last command's notice
         return self.current.n_fields + 1 if self.current else 1
 
     def add(self, seq: int, probs: np.ndarray, unfamiliar: bool = False) -> dict | None:

@@ -33,7 +33,9 @@ def test_mean_and_refer_with_auto_open():
     assert msg["n_fields"] == 2 and msg["closed_by"] == "fields" and msg["decision"] == "refer"
     assert msg["reason"] == "not confident" and msg["label"] == "Benign"
     assert msg["probs"]["Benign"] == pytest.approx(0.5) and (msg["first_seq"], msg["last_seq"]) == (1, 2)
-    p.field_number()
+    assert p.end() is None and p.notice["n"] == 1  # nothing open: a notice
+    p.field_number()  # opens the next sample by itself, which is no command's notice
+    assert p.sample_id == "dev-3-s2" and p.notice["n"] == 1
     p.add(3, np.array([0.1, 0.8, 0.1, 0]))
     msg = p.close("shutdown")
     assert (msg["label"], msg["decision"], msg["reason"], msg["id"]) == ("Early", "Early", None, "dev-3-s2")
