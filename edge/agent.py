@@ -191,8 +191,11 @@ class Agent:
 
     def command(self, cmd) -> None:
         """A validated command (MQTT or the station page), applied between two frames."""
-        log.info("command %s %s", cmd.name, cmd.sample_id or "")
-        self.emit(SAMPLE, apply(cmd, self.parts.samples, self.updater))
+        samples = self.parts.samples
+        said = samples.notice
+        self.emit(SAMPLE, apply(cmd, samples, self.updater))
+        outcome = f": {samples.notice['text']}" if samples.notice is not said else ""
+        log.info("command %s %s%s", cmd.name, cmd.sample_id or "", outcome)
 
     # ------------------------------------------------------------------ bundle updates (edge/update.py)
 
@@ -214,7 +217,7 @@ class Agent:
         manifest = parts.manifest
         parts.guard, parts.guard_off = open_guard(parts.bundle, manifest, parts.backend)
         parts.samples.use_model(manifest.labels, threshold_in_force(self.cfg, manifest), parts.entry.sha256,
-                                manifest.postprocess.pool)
+                                manifest.postprocess.pool, manifest.thresholds.min_fields)
         old.close()
         parts.min_side = frame_min_side(manifest.input, self.cfg.gate.analysis_width)
         parts.source.set_min_side(parts.min_side)

@@ -1,6 +1,10 @@
 """Command topics: `<prefix>/<device>/cmd/sample/start|end|id` and `cmd/bundle/chunk|rollback`,
 JSON payloads, validated.
 
+`sample/start` closes an open sample (closed_by `command`) and opens one; `sample/end` with
+none open does nothing (the page says so); `sample/id` names the open sample or, with none
+open, starts one with that id (a scanned slide label).
+
 Nothing else is executed. Retained messages are ignored by the publisher before they
 get here (a stale retained "start" must not open a sample on every reconnect).
 `REGISTRY` is the one list of commands: each name with how its payload is read and
@@ -9,6 +13,7 @@ what applying it does; the agent, MQTT and the station page all go through it.
 
 from __future__ import annotations
 
+import re
 from typing import Callable, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +23,8 @@ from edge.errors import json_object, validated
 
 MAX_PAYLOAD = 1024
 SAMPLE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"  # opaque lab id: no spaces, no free text
+SAMPLE_ID_RULE = ("a sample id is 1-64 characters: letters, digits, '.', '_', ':' or '-', starting with a letter "
+                  "or digit (no spaces)")
 
 
 class BadCommand(ValueError):
@@ -48,7 +55,11 @@ def _small_object(name: str, payload: bytes) -> dict:
 
 
 def _sample(name: str, payload: bytes, chunk_limit: int) -> Command:
-    body = validated(_Payload, _small_object(name, payload), f"{name} payload", BadCommand)
+    obj = _small_object(name, payload)
+    sid = obj.get("sample_id")
+    if isinstance(sid, str) and not re.match(SAMPLE_ID, sid):
+        raise BadCommand(f"{name}: sample_id {sid[:64]!r} is not allowed: {SAMPLE_ID_RULE}")
+    body = validated(_Payload, obj, f"{name} payload", BadCommand)
     if name == "sample/id" and body.sample_id is None:
         raise BadCommand("sample/id: sample_id is required")
     if name == "sample/end" and body.sample_id is not None:
@@ -95,7 +106,7 @@ def _rollback_to(updater, cmd: Command) -> None:
 
 REGISTRY: dict[str, Kind] = {
     "sample/start": Kind(_sample, lambda cmd, samples, updater: samples.open(cmd.sample_id)),
-    "sample/end": Kind(_sample, lambda cmd, samples, updater: samples.close("command")),
+    "sample/end": Kind(_sample, lambda cmd, samples, updater: samples.end()),
     "sample/id": Kind(_sample, lambda cmd, samples, updater: samples.set_id(cmd.sample_id)),
     "bundle/chunk": Kind(_chunk, lambda cmd, samples, updater: _chunk_to(updater, cmd)),
     "bundle/rollback": Kind(_rollback, lambda cmd, samples, updater: _rollback_to(updater, cmd)),

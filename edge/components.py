@@ -87,7 +87,7 @@ def build_components(cfg, source: Watchdog | None = None, bundle: Path | None = 
     outbox = Outbox(ob.path, ob.max_rows, ob.max_bytes, ob.synchronous, ob.memory_rows)
     boot = outbox.next_boot()
     samples = SamplePool(cfg.sample, cfg.device_id, boot, manifest.labels, threshold_in_force(cfg, manifest),
-                         entry.sha256, manifest.postprocess.pool)
+                         entry.sha256, manifest.postprocess.pool, manifest.thresholds.min_fields)
     results = ResultLog(log_cfg.path, log_cfg.max_bytes, log_cfg.backups, ob.memory_rows) if log_cfg.path else None
     publisher = Publisher(cfg.mqtt, cfg.device_id, outbox) if cfg.mqtt.url else Offline(cfg.mqtt, cfg.device_id)
     return Components(bundle=bundle, manifest=manifest, entry=entry, backend=backend, source=source, outbox=outbox,

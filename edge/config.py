@@ -89,9 +89,15 @@ class GateConfig(_Strict):
 
 
 class SampleConfig(_Strict):
-    auto_open: bool = True
+    """How fields pool into samples (slides) and how much evidence a slide decision needs (edge/samples.py)."""
+
+    # Open a sample at a field with none open. None = on only when there is no station page
+    # (`ui.listen: off`, an unattended box); with the page, a sample opens by Start or a scanned id.
+    auto_open: bool | None = None
     fields_per_sample: int = Field(0, ge=0)
     idle_close_s: float = Field(0.0, ge=0)
+    min_fields: int | None = Field(None, ge=1)  # familiar fields a decision needs; None = the manifest's, else 5
+    max_unfamiliar: float = Field(0.2, ge=0.0, le=1.0)  # a larger share of unfamiliar fields: refer
 
 
 class TLSConfig(_Strict):
@@ -286,6 +292,13 @@ class AgentConfig(_Strict):
     def store(self) -> Path:
         """Where installed bundles live: update.store, else `bundles/` beside the outbox."""
         return self.update.store or self.outbox.path.parent / "bundles"
+
+    @model_validator(mode="after")
+    def _auto_open(self) -> "AgentConfig":
+        """sample.auto_open unset: on for a box without the page, off with it (someone presses Start)."""
+        if self.sample.auto_open is None:
+            self.sample.auto_open = self.ui.listen is None
+        return self
 
     @field_validator("device_id")
     @classmethod

@@ -65,6 +65,7 @@ class Thresholds(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     refer_below: float = Field(0.5, ge=0.0, le=1.0)
+    min_fields: int | None = Field(None, ge=1)  # a suggested samples.min_fields (the box's config wins)
 
 
 class Manifest(BaseModel):

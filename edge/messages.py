@@ -125,12 +125,16 @@ class SampleMessage(_Msg):
     ts: datetime
     sample_id: str
     opened: datetime
-    n_fields: int = Field(ge=1)
+    n_fields: int = Field(ge=1)  # every field of the sample, familiar or not
+    n_unfamiliar: int = Field(ge=0)  # of which unfamiliar (counted, never pooled into the class)
+    min_fields: int = Field(ge=1)  # familiar fields a class decision needs
     first_seq: int
     last_seq: int
-    label: str
-    probs: dict[str, float]
-    decision: str
+    label: str | None  # the pooled top class; None when no familiar field was pooled
+    probs: dict[str, float] | None  # the familiar fields' pooled probabilities; None when there are none
+    decision: str  # a label, "refer" or "insufficient"
+    reason: str | None = Field(pattern=r"^(not confident|unfamiliar input: check stain, magnification, camera"
+                                       r"|too few fields: \d+ of \d+ — scan more fields or refer)$")  # None: a class
     closed_by: Literal["command", "fields", "idle", "shutdown", "model_change"]
     model_sha256: str
 

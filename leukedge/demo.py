@@ -125,7 +125,7 @@ def _agent_on_video(bundle: Path, video: Path, work: Path, offline: bool, linger
     broker = None if offline or not mosquitto_available() else Broker(work / "broker").start()
     config = {"source": {"fps": meta["fps"]}, "mqtt": {"stats_interval_s": 0.2}}
     if broker is None:  # no lab system to say where slides change: pool a slide's worth of fields per sample
-        config["sample"] = {"fields_per_sample": meta["per_slide"]}
+        config["sample"] = {"fields_per_sample": meta["per_slide"], "auto_open": True}  # unattended, page or not
     (work / "agent.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "leukedge.cli", "agent", "--config", str(work / "agent.yaml"), "--bundle", str(bundle),
            "--source", str(video), "--device-id", DEVICE, "--outbox", str(outbox),

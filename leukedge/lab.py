@@ -8,6 +8,10 @@ ranges; the agent's `stats` messages (sent every fraction of a second in the dem
 say how far it has read (the first one also says it listens to commands), and
 between two slides there is more than a second of moving and blurred frames for the
 commands to arrive.
+
+A sample's `decision` is the slide's class, `refer` (with its `reason`: not confident, or
+unfamiliar input) or `insufficient` (fewer familiar fields than `min_fields`): the lab
+system prints it in words and never counts `insufficient` as a class.
 """
 
 from __future__ import annotations
@@ -50,8 +54,8 @@ class LabSystem:
     def on_frames(self, frames: int) -> None:
         """The agent has read `frames` frames: name the first slide's sample, change samples at slide ends.
 
-        The first slide's sample is named with `sample/id`: it names the sample the agent
-        opens on its first field, or renames it if that field came first.
+        The first slide's sample is started with `sample/id`: it starts a sample with that id
+        when none is open, or names the one an unattended box (`auto_open`) opened at its first field.
         """
         if self.current < 0:
             self.current = 0
@@ -71,8 +75,8 @@ class LabSystem:
                 self.on_frames(payload["frames"]["total"])
             elif kind == "sample":
                 self.samples.append(payload)
-                self._say(f"  sample {payload['sample_id']}: {payload['label']} -> {payload['decision']} over "
-                          f"{payload['n_fields']} fields (truth {self.truth(payload['sample_id'])}, "
+                self._say(f"  sample {payload['sample_id']}: {sample_words(payload)} over {payload['n_fields']} fields"
+                          f"{unfamiliar(payload)} (truth {self.truth(payload['sample_id'])}, "
                           f"closed by {payload['closed_by']})")
             elif payload["id"] not in self.results:
                 self.results[payload["id"]] = payload
@@ -97,7 +101,26 @@ class LabSystem:
         for r in self.results.values():
             decisions[r["decision"]] = decisions.get(r["decision"], 0) + 1
         right = sum(s["decision"] == self.truth(s["sample_id"]) for s in self.samples)
+        refer = sum(s["decision"] == "refer" for s in self.samples)
+        short = [s for s in self.samples if s["decision"] == "insufficient"]
+        fewest = f" (fields: {', '.join(str(s['n_fields'] - s['n_unfamiliar']) for s in short)} of " \
+                 f"{short[0]['min_fields']} needed)" if short else ""
         return [f"agent: {len(self.results)} fields classified, field decisions {decisions}, {wall:.1f} s wall "
                 f"(paced at the video's frame rate, incl. start-up)",
                 f"samples: {len(self.samples)} closed for {len(self.slides)} slides; decision = the slide's class "
-                f"for {right} of {len(self.samples)} ('refer' counts as not equal)"]
+                f"for {right} of {len(self.samples)}, refer {refer}, insufficient evidence {len(short)}{fewest}"]
+
+
+def sample_words(sample: dict) -> str:
+    """A `sample` message's decision in words: 'Early', 'refer (not confident; most likely Pre)',
+    'insufficient evidence (too few fields: 2 of 5 — scan more fields or refer)'."""
+    d, reason = sample["decision"], sample.get("reason")
+    if d == "insufficient":
+        return f"insufficient evidence ({reason})"
+    if d == "refer":
+        return f"refer ({reason}" + (f"; most likely {sample['label']})" if sample.get("label") else ")")
+    return d
+
+
+def unfamiliar(sample: dict) -> str:
+    return f", {sample['n_unfamiliar']} unfamiliar" if sample.get("n_unfamiliar") else ""

@@ -14,16 +14,13 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.config import GateConfig, SampleConfig, load_config
+from edge.config import GateConfig, load_config
 from edge.errors import BadFrame, BadInput
 from edge.gate import Gate
 from edge.outbox import Outbox
 from edge.resultlog import ResultLog
-from edge.samples import SamplePool
 from edge.sources import END, Watchdog, make_source
 from edge.sources.base import SourceError
-
-LABELS = ["Benign", "Early", "Pre", "Pro"]
 
 # --------------------------------------------------------------------------- config
 
@@ -80,41 +77,6 @@ def test_cli_bad_config_exits_2(tmp_path, capsys):
     assert main(["agent", "--config", str(f)]) == 2
     err = capsys.readouterr().err
     assert "field source.looop: unknown key" in err and "Traceback" not in err
-
-
-# --------------------------------------------------------------------------- samples
-
-
-def pool(**kw):
-    return SamplePool(SampleConfig(**kw), "dev", 3, LABELS, refer_below=0.6, model_sha256="ab" * 32)
-
-
-def test_sample_pool_mean_and_refer():
-    p = pool(fields_per_sample=2)
-    assert p.field_number() == 1 and p.sample_id == "dev-3-s1"
-    assert p.add(1, np.array([0.9, 0.1, 0, 0])) is None
-    msg = p.add(2, np.array([0.1, 0.9, 0, 0]))
-    assert msg["n_fields"] == 2 and msg["closed_by"] == "fields" and msg["decision"] == "refer"
-    assert msg["probs"]["Benign"] == pytest.approx(0.5) and (msg["first_seq"], msg["last_seq"]) == (1, 2)
-    p.field_number()
-    p.add(3, np.array([0.1, 0.8, 0.1, 0]))
-    msg = p.close("shutdown")
-    assert (msg["label"], msg["decision"], msg["id"]) == ("Early", "Early", "dev-3-s2")
-
-
-def test_sample_pool_commands_and_idle():
-    p = pool(auto_open=False, idle_close_s=5)
-    p.set_id("LAB-9")  # before any sample: applies to the next one
-    assert p.open() is None and p.sample_id == "LAB-9"
-    p.add(1, np.array([1.0, 0, 0, 0]))
-    assert p.tick(now=p.current.last_field_t + 1) is None
-    msg = p.tick(now=p.current.last_field_t + 6)
-    assert msg["closed_by"] == "idle" and msg["sample_id"] == "LAB-9"
-    assert p.current is None and p.add(2, np.array([1.0, 0, 0, 0])) is None  # no auto-open
-    p.open("A")
-    p.add(3, np.array([1.0, 0, 0, 0]))
-    assert p.open("B")["sample_id"] == "A"  # a start closes the open sample
-    assert p.close("command") is None  # B has no fields: no message
 
 
 # --------------------------------------------------------------------------- outbox

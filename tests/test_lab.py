@@ -10,8 +10,9 @@ import time
 
 from edge.agent import Agent
 from edge.config import load_config
+from edge.messages import SampleMessage
 from leukedge.bundle_factory import make_small_bundle
-from leukedge.lab import LabSystem, slide_id
+from leukedge.lab import LabSystem, sample_words, slide_id
 
 SLIDES = [{"slide": 0, "label": "Pre", "fields": [0, 2], "frames": [0, 40]},
           {"slide": 1, "label": "Benign", "fields": [2, 4], "frames": [40, 95]},
@@ -67,5 +68,21 @@ def test_agent_pools_each_slide_into_its_own_sample(tmp_path, broker):
     assert [s["n_fields"] for s in lab.samples] == [2, 2]
     assert [s["closed_by"] for s in lab.samples] == ["command", "shutdown"]
     assert {r["sample_id"] for r in lab.results.values()} == {"slide-1", "slide-2"} and len(lab.results) == 4
+    # two fields a slide, five needed: over MQTT, the new keys say why neither slide gets a class
+    for s in lab.samples:
+        SampleMessage.model_validate(s)
+        assert (s["decision"], s["min_fields"], s["n_unfamiliar"]) == ("insufficient", 5, 0)
+        assert s["reason"] == "too few fields: 2 of 5 — scan more fields or refer" and len(s["probs"]) == 4
     summary = lab.summary(1.0)
     assert "2 closed for 2 slides" in summary[1]
+    assert "for 0 of 2, refer 0, insufficient evidence 2 (fields: 2, 2 of 5 needed)" in summary[1]
+
+
+def test_sample_decisions_in_words():
+    base = {"label": "Pre", "n_unfamiliar": 0, "min_fields": 5}
+    assert sample_words({**base, "decision": "Pre", "reason": None}) == "Pre"
+    assert sample_words({**base, "decision": "refer", "reason": "not confident"}) == "refer (not confident; most likely Pre)"
+    assert sample_words({**base, "label": None, "decision": "refer", "reason": "unfamiliar input: check stain, "
+                         "magnification, camera"}) == "refer (unfamiliar input: check stain, magnification, camera)"
+    assert sample_words({**base, "decision": "insufficient", "reason": "too few fields: 2 of 5 — scan more fields "
+                         "or refer"}).startswith("insufficient evidence (too few fields: 2 of 5")

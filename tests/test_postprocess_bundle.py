@@ -111,7 +111,7 @@ def test_agent_parity_with_validation_path_and_tta(imbalanced, tmp_path):
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(f"device_id: box1\nbundle: {bundle}\nsource: {{uri: '{frames}'}}\ngate: {{mode: continuous}}\n"
                    f"mqtt: {{url: null}}\noutbox: {{path: '{tmp_path / 'ob.sqlite'}'}}\nresult_log: {{path: null}}\n"
-                   "backend: {name: litert}\nsample: {fields_per_sample: 5}\n")
+                   "backend: {name: litert}\nsample: {fields_per_sample: 5, auto_open: true}\n")
     agent = Agent(load_config(cfg))
     agent.start()
     assert agent.info()["bundle"]["tta"] == "dihedral"

@@ -21,7 +21,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from edge.messages import RESULT, SAMPLE, decide, prob_map, utc_now
+from edge.messages import RESULT, SAMPLE, prob_map, utc_now
 from edge.stats import cpu_temperature
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class StationState:
         elif kind == SAMPLE:
             self.last_sample = p
             self.samples.appendleft({"ts": p["ts"], "sample_id": p["sample_id"], "n_fields": p["n_fields"],
-                                     "label": p["label"], "decision": p["decision"]})
+                                     "label": p["label"], "decision": p["decision"], "reason": p["reason"]})
 
     # ------------------------------------------------------------------ snapshot (loop thread)
 
@@ -173,22 +173,28 @@ class StationState:
                 "frame_version": self.frame_version}
 
     def _open_sample(self, pool) -> dict:
+        """The open sample with its decision so far (the rule a close applies), or none open; the
+        pool's counts of unpooled fields and its last command's notice either way."""
+        common = {"min_fields": pool.min_fields, "unpooled": pool.unpooled, "auto_open": bool(pool.cfg.auto_open),
+                  "notice": pool.notice}
         s = pool.current
         if s is None:
-            return {"open": False, "sample_id": pool.next_id, "n_fields": 0, "probs": None, "label": None,
-                    "decision": None, "opened": None}
-        out = {"open": True, "sample_id": s.sample_id, "n_fields": len(s.probs), "opened": s.opened,
-               "probs": None, "label": None, "decision": None}
-        if s.probs:  # a running sum: a slide of thousands of fields costs no more than one of ten
-            sample, total, n = self._pool
-            if sample is not s:
-                sample, total, n = s, np.zeros_like(s.probs[0], dtype=np.float64), 0
-            for p in s.probs[n:]:
-                total = total + p
-            self._pool = (sample, total, len(s.probs))
-            mean = total / len(s.probs)
-            out["label"], out["decision"] = decide(mean, pool.labels, pool.refer_below)
-            out["probs"] = prob_map(mean, pool.labels)
+            return {"open": False, "sample_id": None, "n_fields": 0, "n_unfamiliar": 0, "probs": None, "label": None,
+                    "decision": None, "reason": None, "opened": None, **common}
+        out = {"open": True, "sample_id": s.sample_id, "n_fields": s.n_fields, "n_unfamiliar": s.n_unfamiliar,
+               "opened": s.opened, "probs": None, "label": None, "decision": None, "reason": None, **common}
+        if s.n_fields:
+            mean = None
+            if s.probs:  # a running sum: a slide of thousands of fields costs no more than one of ten
+                sample, total, n = self._pool
+                if sample is not s:
+                    sample, total, n = s, np.zeros_like(s.probs[0], dtype=np.float64), 0
+                for p in s.probs[n:]:
+                    total = total + p
+                self._pool = (sample, total, len(s.probs))
+                mean = total / len(s.probs)
+                out["probs"] = prob_map(mean, pool.labels)
+            out["label"], out["decision"], out["reason"] = pool.verdict(s.n_fields, s.n_unfamiliar, mean)
         return out
 
     def _warnings(self, s: dict) -> list[dict]:

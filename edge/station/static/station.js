@@ -13,7 +13,10 @@
     blurred: "Waiting: out of focus. Adjust the focus.",
     same_field: "Waiting: same field as the last one. Move to a new field.",
   };
-  let state = null, tz = 0, frameVersion = -1, lastUpdate = 0;
+  let state = null, tz = 0, frameVersion = -1, lastUpdate = 0, lastNotice = null;
+  // the sample id rule (edge/commands.py SAMPLE_ID), said in words when a typed id breaks it
+  const ID_RULE = "A sample id is 1-64 characters: letters, digits, '.', '_', ':' or '-', " +
+    "starting with a letter or digit (no spaces).";
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -37,6 +40,7 @@
   function kind(decision) {
     if (!decision) return "none";
     if (decision === "refer") return "refer";
+    if (decision === "insufficient") return "insufficient";
     return decision.toLowerCase() === "benign" ? "benign" : "positive";
   }
   function setDecision(node, decision, label, emptyText) {
@@ -49,6 +53,22 @@
     } else {
       node.textContent = decision;
     }
+  }
+  // a slide (sample) decision in words: the class, "Refer to a haematologist" or "Insufficient evidence",
+  // with the reason under it when it is not a class
+  function setSlideDecision(node, reasonNode, d, emptyText) {
+    node.className = "decision " + kind(d && d.decision);
+    node.textContent = "";
+    reasonNode.hidden = !(d && d.reason);
+    reasonNode.textContent = d && d.reason ? "Reason: " + d.reason +
+      (d.reason === "not confident" && d.label ? " (most likely " + d.label + ")" : "") : "";
+    if (!d || !d.decision) { node.textContent = emptyText; return; }
+    if (d.decision === "refer") node.append("\u26A0 Refer to a haematologist");
+    else if (d.decision === "insufficient") node.append("Insufficient evidence");
+    else node.textContent = d.decision;
+  }
+  function words(decision) {
+    return decision === "refer" ? "Refer to a haematologist" : decision === "insufficient" ? "Insufficient evidence" : decision;
   }
   function setProbs(node, probs) {
     node.textContent = "";
@@ -106,21 +126,41 @@
     $("gate").hidden = !g;
     $("gate").textContent = g || "";
 
-    const sm = s.sample;
-    $("sample-id").textContent = sm.open ? sm.sample_id : (sm.sample_id ? "next: " + sm.sample_id : "none open");
-    $("sample-fields").textContent = sm.open ? plural(sm.n_fields, "field") + " since " + clock(sm.opened) : "";
-    setDecision($("sample-decision"), sm.decision, sm.label, sm.open ? "No field yet" : "No sample open");
-    setProbs($("sample-probs"), sm.probs);
-
-    const c = s.last_sample;
-    $("closed").hidden = !c;
-    if (c) {
-      $("closed-id").textContent = c.sample_id;
-      $("closed-meta").textContent = plural(c.n_fields, "field") + ", closed " + clock(c.ts) + " (" + c.closed_by + ")";
-      setDecision($("closed-decision"), c.decision, c.label, "");
-    }
+    renderSample(s);
     list($("recent-fields"), s.recent_fields, (r) => [clock(r.ts), "#" + r.field + " " + (r.sample_id || ""), r.decision]);
     list($("recent-samples"), s.recent_samples, (r) => [clock(r.ts), r.sample_id + " (" + r.n_fields + ")", r.decision]);
+  }
+  function renderSample(s) {
+    const sm = s.sample;
+    $("sample-id").textContent = sm.open ? sm.sample_id : "none open";
+    $("sample-fields").textContent = sm.open ? plural(sm.n_fields, "field") + " since " + clock(sm.opened) +
+      (sm.n_unfamiliar ? " (" + sm.n_unfamiliar + " unfamiliar)" : "") + ", " + sm.min_fields + " needed" : "";
+    setSlideDecision($("sample-decision"), $("sample-reason"), sm.open ? sm : null,
+      sm.open ? "No field yet" : "No sample open");
+    setProbs($("sample-probs"), sm.probs);
+    $("sample-none").hidden = sm.open;
+    $("sample-none").textContent = sm.open ? "" : (sm.auto_open ? "The next field opens a sample." :
+      "Press Start sample or scan the slide's id to start one. Fields seen now are shown but pooled into no sample") +
+      (sm.unpooled ? " (" + plural(sm.unpooled, "field") + " not pooled so far)." : sm.auto_open ? "" : ".");
+
+    // the closed slide's card: the largest thing on the page until the next sample opens, then one line
+    const c = s.last_sample;
+    $("closed").hidden = !c;
+    document.body.classList.toggle("slide-closed", !!c && !sm.open);
+    if (c) {
+      $("closed-h").textContent = sm.open ? "Last closed sample" : "Slide result";
+      $("closed-id").textContent = c.sample_id;
+      $("closed-meta").textContent = plural(c.n_fields, "field") + (c.n_unfamiliar ? " (" + c.n_unfamiliar +
+        " unfamiliar)" : "") + ", closed " + clock(c.ts) + " (" + c.closed_by + ")";
+      setSlideDecision($("closed-decision"), $("closed-reason"), c, "");
+      setProbs($("closed-probs"), sm.open ? null : c.probs);
+    }
+    const n = sm.notice;
+    if (n && n.n !== lastNotice) {
+      lastNotice = n.n;
+      $("msg").className = "msg" + (n.text.startsWith("No sample open") ? " warn" : "");
+      $("msg").textContent = clock(n.ts) + " " + n.text;
+    }
   }
   function list(node, rows, cells) {
     node.textContent = "";
@@ -140,21 +180,26 @@
     $("r-time").textContent = clock(c.opened, true) + " - " + clock(c.ts, true) + " (" + state.tz.name + ")";
     $("r-fields").textContent = c.n_fields + " (messages " + c.first_seq + "-" + c.last_seq + ")";
     $("r-probs").textContent = Object.entries(c.probs).map(([k, p]) => k + " " + (100 * p).toFixed(1) + "%").join(", ");
-    $("r-decision").textContent = c.decision === "refer" ? "REFER - refer to a haematologist / second read" : c.decision;
+    $("r-fields").textContent += (c.n_unfamiliar ? ", " + c.n_unfamiliar + " unfamiliar" : "") +
+      "; " + c.min_fields + " familiar fields needed for a decision";
+    $("r-decision").textContent = c.decision === "refer" ? "REFER - refer to a haematologist / second read" : words(c.decision);
+    $("r-reason").textContent = c.reason || "-";
     $("r-model").textContent = state.model.name + ", sha256 " + c.model_sha256;
     window.print();
   }
 
   async function command(name, body) {
-    const msg = $("msg");
+    const msg = $("msg"), before = lastNotice;
     try {
       const r = await fetch(api("/api/sample/" + name), {
         method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
         body: JSON.stringify(body || {}), credentials: "same-origin",
       });
       const answer = await r.json();
-      msg.className = "msg" + (r.ok ? "" : " error");
-      msg.textContent = r.ok ? "Sent: " + name + (answer.sample_id ? " " + answer.sample_id : "") : answer.error;
+      if (!r.ok || lastNotice === before) {  // the box's own notice of what it did replaces "Sent"
+        msg.className = "msg" + (r.ok ? "" : " error");
+        msg.textContent = r.ok ? "Sent: " + name + (answer.sample_id ? " " + answer.sample_id : "") : answer.error;
+      }
       return r.ok;
     } catch (e) {
       msg.className = "msg error";
@@ -164,11 +209,31 @@
   }
   const input = $("sample-input");
   const typed = () => (input.value.trim() ? { sample_id: input.value.trim() } : {});
-  $("btn-start").addEventListener("click", async () => { if (await command("start", typed())) input.value = ""; });
+  function badId() {
+    if (!input.value.trim() || input.checkValidity()) return false;
+    $("msg").className = "msg error";
+    $("msg").textContent = "Not a sample id: " + JSON.stringify(input.value.trim()) + ". " + ID_RULE;
+    input.focus();
+    return true;
+  }
+  async function start() {
+    if (badId()) return;
+    const sm = state && state.sample;
+    if (sm && sm.open && !window.confirm("Sample " + sm.sample_id + " is open (" + plural(sm.n_fields, "field") +
+        "). End it and start a new sample?")) {
+      $("msg").className = "msg";
+      $("msg").textContent = "Start cancelled: " + sm.sample_id + " stays open.";
+      return;
+    }
+    if (await command("start", typed())) input.value = "";
+  }
+  $("btn-start").addEventListener("click", start);
+  $("btn-next").addEventListener("click", start);
   $("btn-end").addEventListener("click", () => command("end"));
   $("id-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     if (!input.value.trim()) { input.focus(); return; }
+    if (badId()) return;
     if (await command("id", typed())) input.value = "";
   });
   $("btn-print").addEventListener("click", report);
