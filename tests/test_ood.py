@@ -183,9 +183,13 @@ def test_agent_refers_unfamiliar_fields_with_the_reason(guarded, tmp_path):
         cv2.imwrite(str(folder / f"a{k}-familiar.png"), x[..., ::-1])
     for k, x in enumerate(shifted["stain"]):
         cv2.imwrite(str(folder / f"b{k}-stain.png"), x[..., ::-1])
-    results, _, info = _run_agent(tmp_path, out, folder)
+    results, samples, info = _run_agent(tmp_path, out, folder, sample={"auto_open": True, "fields_per_sample": 12})
     assert info["guard"]["on"] is True and info["guard"]["method"] == "mahalanobis-ppca"
     assert len(results) == 12
+    # Half the slide unlike the training data: the slide is referred for that reason, not given a class.
+    assert len(samples) == 1 and samples[0]["n_fields"] == 12 and samples[0]["n_unfamiliar"] >= 6
+    assert samples[0]["decision"] == "refer"
+    assert samples[0]["reason"] == "unfamiliar input: check stain, magnification, camera"
     for r in results:
         ResultMessage.model_validate({k: v for k, v in r.items() if k != "type"})
     stain = [r for r in results if r["seq"] > 6]
