@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     data, video = out / "data", out / "microscope.mp4"
     _step("1/5 synthetic smears and a microscope video")
     _cli(["synth", "--out", str(data), "--per-class", str(args.per_class), "--size", "224",
-          "--seed", str(args.seed), "--video", str(video), "--video-fields", "8", "--video-per-slide", "2"])
+          "--seed", str(args.seed), "--video", str(video), "--video-fields", "24", "--video-per-slide", "6"])
 
     bundles = {}
     for i, (arch, recipe) in enumerate(RECIPES.items()):

@@ -21,8 +21,8 @@ import numpy as np
 
 from edge.errors import BadInput, LeukedgeError
 from edge.manifest import LABELS
-from trainer.synth.fields import render_field
-from trainer.synth.style import LOOKS, STAIN_KEYS, illumination, sample_style
+from trainer.synth.fields import N_SESSIONS, render_field, session_seed
+from trainer.synth.style import LOOKS, field_stain, illumination, sample_style, session_stain
 
 CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 CANVAS = 1.6         # field canvas width, in frame widths: the pan between fields
@@ -84,7 +84,7 @@ def write_video(path: Path, n_fields: int = 8, size: int = 320, seed: int = 0, f
     camera = illumination(size, camera_style)[..., None]
     noise = float(rng.uniform(*SENSOR_NOISE))
     unit = lk.rbc_radius * size * camera_style["scale"]
-    strip = _render_strip(rng, [labels[s] for s in slide_of], slide_of, size, unit, look)
+    strip = _render_strip(rng, [labels[s] for s in slide_of], slide_of, size, unit, look, seed)
     cw = strip.shape[1] // n_fields
     px = size / 224
 
@@ -118,19 +118,23 @@ def write_video(path: Path, n_fields: int = 8, size: int = 320, seed: int = 0, f
 
 
 def _render_strip(rng: np.random.Generator, labels: list[str], slide_of: list[int], size: int, unit: float,
-                  look: str) -> np.ndarray:
-    """Field canvases side by side (float32 RGB 0..1, size tall): one stain per slide."""
+                  look: str, seed: int) -> np.ndarray:
+    """Field canvases side by side (float32 RGB 0..1, size tall): one stain per slide.
+
+    A slide is stained in one of the capture sessions of the data set made with the same seed
+    (`generate_dataset`): the video is the same lab's slides, as a box at the microscope sees."""
     cw = int(round(CANVAS * size))
     clean = {"brightness": 1.0, "vignette": 0.0, "gradient": (0.0, 0.0), "blur": 0.0, "noise": 0.0,
              "scale_bar": False}
     top = (cw - size) // 2
-    canvases, stain = [], {}
+    canvases, slide_stain = [], {}
     for k, (label, slide) in enumerate(zip(labels, slide_of)):
         if k == 0 or slide != slide_of[k - 1]:
-            s = sample_style(rng, LOOKS[look])
-            stain = {key: s[key] for key in (*STAIN_KEYS, "rbc_density")}
+            slide_stain = {**session_stain(session_seed(seed, int(rng.integers(N_SESSIONS)))),
+                           "rbc_density": sample_style(rng, LOOKS[look])["rbc_density"]}
         n_rbc = int(sample_style(rng, LOOKS[look])["n_rbc"] * (cw / size) ** 2)
-        img = render_field(rng, label, cw, look, unit=unit, spread=0.8 * size / cw, n_rbc=n_rbc, **stain, **clean)
+        img = render_field(rng, label, cw, look, unit=unit, spread=0.8 * size / cw, n_rbc=n_rbc,
+                           **field_stain(rng, slide_stain), **clean)
         canvases.append(img[top:top + size].astype(np.float32) / 255.0)
     return np.hstack(canvases)
 
