@@ -128,6 +128,16 @@ def test_page_assets_ship_in_the_package_and_need_no_internet():
         assert b'src="//' not in body and b'href="//' not in body, name
 
 
+def bare_station(tmp_path):
+    """A station with no agent behind it (its loop never ticks), and its page config."""
+    from edge.station.station import Station
+
+    info = {"device": "d", "agent_version": "0", "backend": "b", "labels": ["A"], "thresholds": {},
+            "bundle": {"name": "m", "model_sha256": "a" * 64}}
+    ui = UIConfig(listen="127.0.0.1:0")
+    return Station(ui, info, tmp_path / "model.json"), ui
+
+
 def test_server_caps_its_connections(tmp_path):
     """Idle connections beyond MAX_PENDING close the oldest at once (never the newest, which may
     be a probe); the rest hold no thread and the server answers on."""
@@ -136,12 +146,8 @@ def test_server_caps_its_connections(tmp_path):
 
     from edge.station.gate import MAX_PENDING
     from edge.station.server import serve
-    from edge.station.station import Station
 
-    info = {"device": "d", "agent_version": "0", "backend": "b", "labels": ["A"], "thresholds": {},
-            "bundle": {"name": "m", "model_sha256": "a" * 64}}
-    ui = UIConfig(listen="127.0.0.1:0")
-    station = Station(ui, info, tmp_path / "model.json")
+    station, ui = bare_station(tmp_path)
     station.server = server = serve(station, ui)
     host, port = server.server_address[:2]
     idle = []
@@ -176,12 +182,8 @@ def test_event_stream_beats_every_second_and_says_stopping(tmp_path):
     import json
 
     from edge.station.server import serve
-    from edge.station.station import Station
 
-    info = {"device": "d", "agent_version": "0", "backend": "b", "labels": ["A"], "thresholds": {},
-            "bundle": {"name": "m", "model_sha256": "a" * 64}}
-    ui = UIConfig(listen="127.0.0.1:0")
-    station = Station(ui, info, tmp_path / "model.json")
+    station, ui = bare_station(tmp_path)
     station.server = serve(station, ui)
     host, port = station.server.server_address[:2]
     with socket.create_connection((host, port), timeout=5) as s:
