@@ -61,6 +61,7 @@ def test_not_live_on_stop_and_back_by_itself_in_offline_mode(tmp_path, bundle, b
         assert "backlog" not in text(browser, "outbox") and re.fullmatch(r"\d+ results? stored", text(browser, "outbox"))
         assert mqtt_state(url) == {"connected_gauge": 0, "off": 1, "connected": 0, "down": 0}
         assert not not_live(browser) and disabled(browser) == [False] * len(CONTROLS)
+        screenshot(browser, "station-offline-mode-800x480.png", 800, 480)
 
         # SIGTERM: the agent's last `stopping` event greys the page over at once
         time.sleep(1.5)  # a few heartbeats in: the NOT LIVE below is the agent's doing, not a slow start
