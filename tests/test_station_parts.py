@@ -128,6 +128,16 @@ def test_page_assets_ship_in_the_package_and_need_no_internet():
         assert b'src="//' not in body and b'href="//' not in body, name
 
 
+def bare_station(tmp_path):
+    """A station with no agent behind it (its loop never ticks), and its page config."""
+    from edge.station.station import Station
+
+    info = {"device": "d", "agent_version": "0", "backend": "b", "labels": ["A"], "thresholds": {},
+            "bundle": {"name": "m", "model_sha256": "a" * 64}}
+    ui = UIConfig(listen="127.0.0.1:0")
+    return Station(ui, info, tmp_path / "model.json"), ui
+
+
 def test_server_caps_its_connections(tmp_path):
     """Idle connections beyond MAX_PENDING close the oldest at once (never the newest, which may
     be a probe); the rest hold no thread and the server answers on."""
@@ -136,12 +146,8 @@ def test_server_caps_its_connections(tmp_path):
 
     from edge.station.gate import MAX_PENDING
     from edge.station.server import serve
-    from edge.station.station import Station
 
-    info = {"device": "d", "agent_version": "0", "backend": "b", "labels": ["A"], "thresholds": {},
-            "bundle": {"name": "m", "model_sha256": "a" * 64}}
-    ui = UIConfig(listen="127.0.0.1:0")
-    station = Station(ui, info, tmp_path / "model.json")
+    station, ui = bare_station(tmp_path)
     station.server = server = serve(station, ui)
     host, port = server.server_address[:2]
     idle = []
@@ -167,3 +173,35 @@ def test_server_caps_its_connections(tmp_path):
         time.sleep(0.1)
     assert healthz()
     station.stop()
+
+
+def test_event_stream_beats_every_second_and_says_stopping(tmp_path):
+    """The page's stream is never silent for more than about a second (a `heartbeat` event carrying
+    the loop's health when no snapshot is new), and a stopping station ends every stream with a
+    `stopping` event before it closes the server."""
+    import json
+
+    from edge.station.server import serve
+
+    station, ui = bare_station(tmp_path)
+    station.server = serve(station, ui)
+    host, port = station.server.server_address[:2]
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        got, t0, beats = b"", time.monotonic(), []
+        while len(beats) < 2:
+            got += s.recv(4096)
+            beats = [line for line in got.split(b"\n\n") if line.startswith(b"event: heartbeat\ndata: ")]
+        waited = time.monotonic() - t0
+        assert got.startswith(b"HTTP/1.1 200") and b"text/event-stream" in got
+        assert waited < 3.5, f"two heartbeats took {waited:.1f} s"
+        beat = json.loads(beats[0].split(b"data: ", 1)[1])
+        assert beat["alive"] is True and beat["loop_age_s"] >= 0 and beat["ts"].endswith("Z")
+        t1 = time.monotonic()
+        station.stop()
+        assert time.monotonic() - t1 < 2.0  # the stream said `stopping` at once, no waiting out the bound
+        rest = b""
+        while chunk := s.recv(4096):
+            rest += chunk
+    last = rest.rstrip(b"\n").split(b"\n\n")[-1]
+    assert last.startswith(b"event: stopping\ndata: ") and json.loads(last.split(b"data: ", 1)[1])["ts"].endswith("Z")

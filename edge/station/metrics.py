@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from edge.station.state import INVOKE_BUCKETS_S
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MQTT_STATES = ("off", "connected", "down")
 
 
 class StationMetrics:
@@ -72,6 +73,11 @@ class _SnapshotCollector:
                                 value=int(bool(ob["disk_error"] or ob["result_log_error"])))
         yield GaugeMetricFamily("leukedge_mqtt_connected", "1 while connected to the broker",
                                 value=int(s["mqtt"]["connected"]))
+        mqtt = GaugeMetricFamily("leukedge_mqtt_state", "1 for the MQTT link's state: off (by configuration), "
+                                 "connected, or down (a broker configured but not reachable)", labels=["state"])
+        for state in MQTT_STATES:
+            mqtt.add_metric([state], int(s["mqtt"]["state"] == state))
+        yield mqtt
         yield GaugeMetricFamily("leukedge_camera_up", "1 while the source is open",
                                 value=int(s["camera"]["state"] == "open"))
         if s["cpu_temp_c"] is not None:

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from edge.commands import COMMANDS, MAX_PAYLOAD, BadCommand, parse
 from edge.errors import BadInput
+from edge.messages import utc_now
 from edge.station.gate import PROBE_PATHS, Gate
 from edge.station.guard import AuthBackoff, host_names, host_ok
 
@@ -39,7 +40,7 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/station.css": ("sta
           "/station.js": ("station.js", "text/javascript")}
 OPEN_PATHS = PROBE_PATHS  # probes for systemd, Docker, load balancers: no secrets in them
 REALM = 'Basic realm="leukedge station", charset="UTF-8"'
-SSE_KEEPALIVE_S = 15.0
+SSE_HEARTBEAT_S = 1.0  # a stream says something at least this often: the page goes NOT LIVE after 3 s of silence
 SSE_MAX_S = 600.0  # a stream ends after this long; the browser reconnects (retry: 2 s), so no one holds one for ever
 
 
@@ -117,6 +118,11 @@ class StationServer:
 
     def stop(self) -> None:
         self.gate.stop()
+
+
+def _event(name: str, data: dict) -> bytes:
+    """One named Server-Sent Event (the page's `addEventListener(name)`)."""
+    return b"event: " + name.encode() + b"\ndata: " + json.dumps(data).encode() + b"\n\n"
 
 
 class _SocketOut:
@@ -275,7 +281,11 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def _events(self) -> None:
-        """Server-Sent Events: one `data:` line of state JSON per snapshot, a comment as keep-alive."""
+        """Server-Sent Events: a `data:` line of state JSON per snapshot, a `heartbeat` event in the
+        seconds without one, and a last `stopping` event when the agent shuts down.
+
+        The page counts a snapshot, or a heartbeat while the loop is alive (as /healthz says), as
+        a sign of life; three seconds without one, or a `stopping`, grey it over as NOT LIVE."""
         st = self.server.station
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -291,8 +301,14 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"retry: 2000\n\n")
             version = -1
             while not st.closing and time.monotonic() < ends:
-                snap, version = st.wait_newer(version, SSE_KEEPALIVE_S)
-                self.wfile.write(b": keep-alive\n\n" if snap is None else self.server.sse_body(version, snap))
+                snap, version = st.wait_newer(version, SSE_HEARTBEAT_S)
+                if snap is not None:
+                    self.wfile.write(self.server.sse_body(version, snap))
+                elif not st.closing:
+                    alive, age = st.healthy()
+                    self.wfile.write(_event("heartbeat", {"ts": utc_now(), "alive": alive, "loop_age_s": round(age, 2)}))
+            if st.closing:
+                self.wfile.write(_event("stopping", {"ts": utc_now()}))
         except (OSError, ValueError):
             pass  # the browser went away or stalled past the write timeout
         finally:

@@ -142,7 +142,7 @@ class StationState:
             self._slow_t, self._temp, self._disk = now, cpu_temperature(), disk_space(view.outbox.path.parent)
         camera = {"uri": view.camera_uri, "state": src["state"], "last_error": src["last_error"],
                   "reopens": src["reopens"]}
-        mqtt = {"enabled": enabled, "connected": connected, "broker": view.broker,
+        mqtt = {"enabled": enabled, "connected": connected, "state": mqtt_state(enabled, connected), "broker": view.broker,
                 "offline_since": None if connected or not enabled else _since(self.offline_since),
                 "last_error": link["last_error"]}
         outbox = {**view.outbox.stats(), "oldest_age_s": view.outbox.oldest_age_s(),
@@ -245,6 +245,11 @@ class StationState:
                 self.model_file.write_text(json.dumps(new))
             except OSError as exc:
                 log.warning("station: cannot record the model in %s (%s)", self.model_file, exc.strerror)
+
+
+def mqtt_state(enabled: bool, connected: bool) -> str:
+    """`off` by configuration (results stay on this box, nothing is wrong), else `connected` or `down`."""
+    return "off" if not enabled else "connected" if connected else "down"
 
 
 def disk_space(folder: Path) -> tuple[int, int] | None:

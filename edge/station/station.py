@@ -29,6 +29,7 @@ IDLE_SNAPSHOT_EVERY_S = 1.0  # and this often when nothing happened (camera, MQT
 WANTED_FOR_S = 5.0  # a poll or a scrape keeps snapshots coming this long
 THUMB_EVERY_S = 0.25  # JPEG thumbnails: at most 4 a second, only when asked for
 THUMB_SIDE = 480
+STOPPING_WAIT_S = 1.0  # at shutdown, for the page's streams to send their `stopping` event
 
 
 class Station:
@@ -107,10 +108,13 @@ class Station:
                 self.cond.notify_all()
 
     def stop(self) -> None:
+        """Tell systemd and the page's streams (their last event is `stopping`: the page shows
+        NOT LIVE at once), give the streams a moment to send it, then close the server."""
         self.notifier.stopping()
         with self.cond:
             self.closing = True
             self.cond.notify_all()
+            self.cond.wait_for(lambda: self.watchers == 0, STOPPING_WAIT_S)
         if self.server is not None:
             self.server.stop()
 
@@ -140,6 +144,7 @@ class Station:
     def watch(self, delta: int) -> None:
         with self.cond:
             self.watchers += delta
+            self.cond.notify_all()  # stop() waits for the streams to say `stopping`
 
     def healthy(self) -> tuple[bool, float]:
         age = time.monotonic() - self.last_tick

@@ -13,7 +13,7 @@
     blurred: "Waiting: out of focus. Adjust the focus.",
     same_field: "Waiting: same field as the last one. Move to a new field.",
   };
-  let state = null, tz = 0, frameVersion = -1, lastUpdate = 0, lastNotice = null;
+  let state = null, tz = 0, frameVersion = -1, lastNotice = null;
   // the sample id rule (edge/commands.py SAMPLE_ID), said in words when a typed id breaks it
   const ID_RULE = "A sample id is 1-64 characters: letters, digits, '.', '_', ':' or '-', " +
     "starting with a letter or digit (no spaces).";
@@ -83,26 +83,31 @@
       node.append(row);
     }
   }
+  // good: a green dot; false: an amber triangle (needs a look); "calm": a grey circle (as configured)
   function status(node, text, good) {
     node.textContent = text;
-    node.className = "item " + (good ? "good" : "warn");
+    node.className = "item " + (good === "calm" ? "calm" : good ? "good" : "warn");
   }
 
   function render(s) {
-    state = s; tz = s.tz.offset_min; lastUpdate = Date.now();
-    $("conn").hidden = true;
+    state = s; tz = s.tz.offset_min;
+    beat(s.ts);
     $("device").textContent = s.device;
     $("tz").textContent = s.tz.name + ", UTC" + (tz >= 0 ? "+" : "") + tz / 60;
     const m = s.model;
     $("model").textContent = m.name + " " + m.short + " on " + m.backend;
     status($("camera"), "camera " + (s.camera.state === "open" ? "open" : "reopening") +
       (s.camera.last_error ? ": " + s.camera.last_error : ""), s.camera.state === "open");
-    const q = s.mqtt;
-    status($("mqtt"), !q.enabled ? "MQTT off (local only)" : q.connected ? "MQTT connected" :
-      "MQTT offline since " + clock(q.offline_since).slice(0, 5), q.connected || !q.enabled);
-    const ob = s.outbox;
-    status($("outbox"), "backlog " + ob.backlog + (ob.backlog ? ", oldest " + ago(ob.oldest_age_s) : ""),
-      !ob.dropped && (ob.backlog === 0 || (q.connected && ob.backlog < 100)));
+    const q = s.mqtt, ob = s.outbox;
+    if (!q.enabled) {  // MQTT off by configuration: nothing is wrong, nothing waits for a broker
+      status($("mqtt"), "Offline mode \u2014 results kept on this box", "calm");
+      status($("outbox"), plural(ob.backlog, "result") + " stored", ob.dropped ? false : "calm");
+    } else {
+      status($("mqtt"), q.connected ? "MQTT connected" : "MQTT offline since " + clock(q.offline_since).slice(0, 5),
+        q.connected);
+      status($("outbox"), "backlog " + ob.backlog + (ob.backlog ? ", oldest " + ago(ob.oldest_age_s) : ""),
+        !ob.dropped && (ob.backlog === 0 || (q.connected && ob.backlog < 100)));
+    }
     $("temp").hidden = s.cpu_temp_c === null;
     if (s.cpu_temp_c !== null) status($("temp"), "CPU " + s.cpu_temp_c.toFixed(0) + " \u00B0C", s.cpu_temp_c < 80);
 
@@ -238,6 +243,29 @@
   });
   $("btn-print").addEventListener("click", report);
 
+  // Liveness: a snapshot, or a heartbeat while the agent's loop is alive, at least every second.
+  // Three seconds without one (the agent stopped, hung or unreachable), or its `stopping` event,
+  // grey the page over as NOT LIVE and disable its controls; the next sign of life lifts it.
+  const NOT_LIVE_AFTER_MS = 3000;
+  let lastBeat = Date.now(), beatTs = null, live = true;
+  function beat(ts) {
+    if (ts && ts === beatTs) return;  // a poll answered with the same old snapshot: the loop is not coming round
+    lastBeat = Date.now();
+    if (ts) beatTs = ts;
+    if (!live) setLive(true);
+  }
+  function setLive(on, since) {
+    live = on;
+    $("notlive").hidden = on;
+    document.body.classList.toggle("notlive", !on);
+    if (!on) $("notlive-since").textContent = since ? clock(since) : "page load";
+    for (const c of document.querySelectorAll("main button, main input")) {
+      if (!on && !c.disabled) { c.disabled = true; c.dataset.notlive = "1"; }
+      else if (on && c.dataset.notlive) { c.disabled = false; delete c.dataset.notlive; }
+    }
+  }
+  setInterval(() => { if (live && Date.now() - lastBeat > NOT_LIVE_AFTER_MS) setLive(false, beatTs); }, 250);
+
   let polling = null;
   function poll() {
     if (polling) return;
@@ -245,17 +273,22 @@
       try {
         const r = await fetch(api("/api/state"), { credentials: "same-origin", cache: "no-store" });
         if (r.ok) render(await r.json());
-      } catch (e) { /* shown by the staleness check */ }
-    }, 2000);
+      } catch (e) { /* shown by the liveness check */ }
+    }, 1000);
   }
   function connect() {
     if (!window.EventSource) { poll(); return; }
     const es = new EventSource(api("/api/events"));
-    let errors = 0;
-    es.onmessage = (e) => { errors = 0; render(JSON.parse(e.data)); };
-    es.onerror = () => { if (++errors >= 3) { es.close(); poll(); } };
+    let errors = 0, heard = false;
+    es.onmessage = (e) => { errors = 0; heard = true; render(JSON.parse(e.data)); };
+    es.addEventListener("heartbeat", (e) => { heard = true; const h = JSON.parse(e.data); if (h.alive) beat(h.ts); });
+    es.addEventListener("stopping", (e) => { if (live) setLive(false, JSON.parse(e.data).ts); });
+    es.onerror = () => {
+      if (!heard && ++errors >= 3) { es.close(); poll(); return; }  // a proxy that breaks streams: poll
+      // the browser retries a dropped stream by itself; one it gave up on (an HTTP error) is retried here
+      if (es.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
+    };
   }
-  setInterval(() => { if (lastUpdate && Date.now() - lastUpdate > 20000) $("conn").hidden = false; }, 5000);
   fetch(api("/api/state"), { credentials: "same-origin" }).then((r) => r.ok && r.json()).then((s) => s && render(s)).catch(() => {});
   connect();
   input.focus();
