@@ -13,6 +13,7 @@ import pytest
 
 from converter import ood_fit
 from edge.ood import STAT_GROUPS, Guard, OodSection, StatRegion, image_stats
+from tests.test_station_browser import browser  # noqa: F401 - the real headless Chromium fixture
 from trainer.synth.fields import render_field
 
 
@@ -217,3 +218,29 @@ def test_a_bundle_without_the_guard_loads_and_says_it_is_off(guarded, tmp_path):
     results, _, info = _run_agent(tmp_path, bundle, folder)
     assert info["guard"]["on"] is False and "no unfamiliar-input guard" in info["guard"]["why_off"]
     assert len(results) == 3 and all(r["ood"] is None for r in results)
+
+
+def test_the_page_says_unfamiliar_in_words_with_the_reason(guarded, tmp_path, browser):  # noqa: F811
+    """A real agent process with its page, in a real headless Chromium: a field of another stain
+    is shown as unfamiliar input with the reason and what to check, not as a class."""
+    from leukedge.agent_process import AgentProcess, agent_config
+    from tests.broker import free_port
+    from tests.test_station_browser import screenshot, text, until
+
+    out, _, _, _, fresh = guarded
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k, x in enumerate(ood_fit.shifted_sets(fresh[:4])["stain"]):
+        cv2.imwrite(str(frames / f"{k}.png"), x[..., ::-1])
+    port = free_port()
+    cfg = agent_config(tmp_path / "agent", out, frames, None, source={"fps": 2.0, "loop": True},
+                       gate={"mode": "continuous"}, ui={"listen": f"127.0.0.1:{port}"})
+    agent = AgentProcess(tmp_path / "agent", cfg).start()
+    try:
+        browser.get(agent.page_url())
+        until(browser, lambda d: "UNFAMILIAR INPUT" in text(d, "field-decision"), 60, "no unfamiliar field shown")
+        shown = text(browser, "field-decision")
+        assert "stain or colour unlike the training slides" in shown and "check stain" in shown
+        screenshot(browser, "station-unfamiliar-800x480.png", 800, 480)
+    finally:
+        agent.terminate()

@@ -168,8 +168,8 @@ class StationState:
         if r is None:
             return None
         return {"id": r["id"], "ts": r["ts"], "seq": r["seq"], "sample_id": r["sample_id"], "field": r["field"],
-                "label": r["label"], "probs": r["probs"], "decision": r["decision"],
-                "focus": r["frame"]["focus"], "invoke_ms": r["latency_ms"]["invoke"],
+                "label": r["label"], "probs": r["probs"], "decision": r["decision"], "reason": r.get("reason"),
+                "ood": r.get("ood"), "focus": r["frame"]["focus"], "invoke_ms": r["latency_ms"]["invoke"],
                 "frame_version": self.frame_version}
 
     def _open_sample(self, pool) -> dict:

@@ -43,11 +43,21 @@
     if (decision === "insufficient") return "insufficient";
     return decision.toLowerCase() === "benign" ? "benign" : "positive";
   }
-  function setDecision(node, decision, label, emptyText) {
+  // why the image statistics call a field unfamiliar, in words a technician acts on
+  const UNFAMILIAR_WHY = {
+    stain: "stain or colour unlike the training slides",
+    focus: "focus unlike the training slides",
+    scale: "magnification or camera unlike the training slides",
+  };
+  function setDecision(node, decision, label, emptyText, ood) {
     node.className = "decision " + kind(decision);
     node.textContent = "";
     if (!decision) { node.textContent = emptyText; return; }
-    if (decision === "refer") {
+    if (ood && ood.unfamiliar) {
+      node.append("\u26A0 UNFAMILIAR INPUT", el("small", null, "refer: this field does not look like what the " +
+        "model was trained on (" + (UNFAMILIAR_WHY[ood.reason] || "its features") + ") \u2014 check stain, " +
+        "magnification, camera"));
+    } else if (decision === "refer") {
       node.append("\u26A0 REFER", el("small", null, "refer to a haematologist / second read" +
         (label ? " (most likely " + label + ", not confident)" : "")));
     } else {
@@ -117,7 +127,7 @@
 
     const f = s.field;
     if (f) {
-      setDecision($("field-decision"), f.decision, f.label, "");
+      setDecision($("field-decision"), f.decision, f.label, "", f.ood);
       setProbs($("field-probs"), f.probs);
       $("field-meta").textContent = "field " + f.field + (f.sample_id ? " of " + f.sample_id : "") + " at " +
         clock(f.ts) + " \u00B7 focus " + f.focus.toFixed(2) + " \u00B7 invoke " + f.invoke_ms.toFixed(1) + " ms";
