@@ -143,6 +143,10 @@ def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool
                   f"seed {run.split_meta.get('seed')}")
 
     model, qat_info = run.model, None
+    if guard and ood_fit.features_dim(model) <= len(run.labels):  # the box tells the outputs apart by width
+        warnings.append(f"unfamiliar-input guard not fitted: the model's penultimate layer has "
+                        f"{ood_fit.features_dim(model)} values, not more than its {len(run.labels)} labels")
+        guard = False
     export = ood_fit.with_features if guard else (lambda m: m)  # the guard reads the model's second output
     built = build_formats(export(model), tmp, formats, calib_x, allow_cpu_fallback, echo)
     validation, test_probs = validate(built, x_test, y_test, float_test, split_note)

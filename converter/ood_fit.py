@@ -25,6 +25,11 @@ STAT_QUANTILE = 0.998  # of the training split's distances, times STAT_MARGIN: t
 STAT_MARGIN = 1.5
 
 
+def features_dim(model) -> int:
+    """Width of the model's penultimate features (the input of its classifier layer)."""
+    return int(model.layers[-1].input.shape[-1])
+
+
 def with_features(model):
     """The same Keras model with a second output: the input of its classifier layer (penultimate features)."""
     import keras

@@ -31,7 +31,7 @@ def test_every_format_written_verified_and_loadable(tmp_path):
 
     bundle = make_small_bundle(tmp_path, formats=ALL_FORMATS)
     manifest = load_manifest(bundle, verify=True)  # every sha256 checked
-    made = {e.format for e in manifest.files} - {"selftest"}
+    made = {e.format for e in manifest.files} - {"selftest", "ood"}
     assert made == set(ALL_FORMATS) - {"tflite-edgetpu"}  # no compiler here: said so instead
     with np.load(bundle / manifest.file("selftest").path) as st:  # every format's outputs, for the box to rerun
         assert set(st.files) == {"images"} | {f"expected_{fmt}" for fmt in made}
@@ -40,11 +40,12 @@ def test_every_format_written_verified_and_loadable(tmp_path):
     int8 = manifest.file("tflite-int8")
     assert (int8.input_quant.scale, int8.input_quant.zero_point) == (1.0, 0)  # raw camera bytes
     frame = np.full((64, 64, 3), 128, np.uint8)
-    for entry in (e for e in manifest.files if e.format != "selftest"):
+    for entry in (e for e in manifest.files if e.format in made):
         backend = open_backend(bundle / entry.path, entry.format, allow_fallback=False,
                                name="litert" if entry.format.startswith("tflite") else "onnxruntime-cpu")
-        probs = backend.infer(frame)
+        probs, features = backend.infer_with_features(frame)  # every format carries the guard's features
         assert probs.shape == (4,) and abs(float(probs.sum()) - 1.0) < 0.03, entry.format
+        assert features.shape == (manifest.ood.features_dim,), entry.format
     assert any("fewer than the 300" in w for w in manifest.warnings)
     assert manifest.calibration["images"] < 300
     assert set(manifest.metrics) >= made
@@ -184,6 +185,9 @@ def test_gate_passes_on_good_and_fires_on_black_calibration(tmp_path, capsys):
 
     good = _colour_run(tmp_path / "good", black_calibration=False)
     assert main(["convert", str(good), "--out", str(tmp_path / "ok"), "--formats", "tflite-int8"]) == 0
+    # Its read-out has 3 colour features for 4 labels: too narrow to tell from the probabilities, so no guard.
+    manifest = json.loads((tmp_path / "ok" / "manifest.json").read_text())
+    assert manifest["ood"] is None and any("guard not fitted" in w for w in manifest["warnings"])
     validation = json.loads((tmp_path / "ok" / "validation.json").read_text())
     assert validation["float_accuracy"] == 1.0 and validation["formats"][0]["accuracy"] == 1.0
 
