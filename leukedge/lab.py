@@ -25,6 +25,14 @@ import paho.mqtt.client as mqtt
 from edge.messages import command_leaf, topic
 
 
+def field_reason(result: dict) -> str:
+    """Why a field was referred, in a few words (older agents send no reason)."""
+    reason, ood = result.get("reason"), result.get("ood") or {}
+    if reason == "unfamiliar":
+        return f" (unfamiliar input{': ' + ood['reason'] if ood.get('reason') else ''})"
+    return f" ({reason})" if reason else ""
+
+
 def slide_id(slide: dict) -> str:
     return f"slide-{slide['slide'] + 1}"
 
@@ -82,7 +90,7 @@ class LabSystem:
                 self.results[payload["id"]] = payload
                 top = max(payload["probs"].values())
                 self._say(f"  result {payload['id']}: sample {payload['sample_id']} field {payload['field']} "
-                          f"{payload['label']} p={top:.2f} -> {payload['decision']}  "
+                          f"{payload['label']} p={top:.2f} -> {payload['decision']}{field_reason(payload)}  "
                           f"invoke {payload['latency_ms']['invoke']:.1f} ms")
 
     def truth(self, sample_id: str | None) -> str:

@@ -12,7 +12,7 @@ from edge.agent import Agent
 from edge.config import load_config
 from edge.messages import SampleMessage
 from leukedge.bundle_factory import make_small_bundle
-from leukedge.lab import LabSystem, sample_words, slide_id
+from leukedge.lab import LabSystem, field_reason, sample_words, slide_id
 
 SLIDES = [{"slide": 0, "label": "Pre", "fields": [0, 2], "frames": [0, 40]},
           {"slide": 1, "label": "Benign", "fields": [2, 4], "frames": [40, 95]},
@@ -86,3 +86,13 @@ def test_sample_decisions_in_words():
                          "magnification, camera"}) == "refer (unfamiliar input: check stain, magnification, camera)"
     assert sample_words({**base, "decision": "insufficient", "reason": "too few fields: 2 of 5 — scan more fields "
                          "or refer"}).startswith("insufficient evidence (too few fields: 2 of 5")
+
+
+def test_field_reasons_in_words():
+    assert field_reason({"decision": "Pre", "reason": None, "ood": None}) == ""
+    assert field_reason({"decision": "refer", "reason": "not confident", "ood": None}) == " (not confident)"
+    assert field_reason({"decision": "refer", "reason": "unfamiliar",
+                         "ood": {"unfamiliar": True, "reason": "stain"}}) == " (unfamiliar input: stain)"
+    assert field_reason({"decision": "refer", "reason": "unfamiliar",
+                         "ood": {"unfamiliar": True, "reason": None}}) == " (unfamiliar input)"
+    assert field_reason({"decision": "Pre"}) == ""  # an older agent's result

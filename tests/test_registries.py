@@ -19,8 +19,8 @@ from edge.formats import (
     TABLE,
 )
 from edge.manifest import ARCH_NAMES, FileEntry, Manifest
-from edge.ood import FORMAT as OOD_FORMAT
 from edge.messages import ALL_COMMANDS, CMD, DEFAULT_PREFIX, UP_QOS, command_leaf, topic
+from edge.ood import FORMAT as OOD_FORMAT
 from edge.selftest import FORMAT as SELFTEST_FORMAT
 from edge.stain import METHODS, StainNorm
 from trainer.models import ARCHS
