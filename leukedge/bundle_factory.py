@@ -75,15 +75,16 @@ def make_small_run(tmp_path: Path, arch: str = "custom_cnn", size: int = 64, per
 
 def make_small_bundle(tmp_path: Path, arch: str = "custom_cnn", size: int = 64,
                       formats: tuple[str, ...] = ("tflite-int8", "onnx-fp32", "onnx-qdq"),
-                      per_class: int = 16, epochs: int = 2, calib: int = 300, seed: int = 0) -> Path:
+                      per_class: int = 16, epochs: int = 2, calib: int = 300, seed: int = 0,
+                      guard: bool = True) -> Path:
     """A copy of a bundle converted from `make_small_run(...)` with the real converter (gate off)."""
-    key = (arch, size, tuple(formats), per_class, epochs, calib, seed)
+    key = (arch, size, tuple(formats), per_class, epochs, calib, seed, guard)
     if key not in _BUNDLES:
         run_key = (arch, size, per_class, epochs, 0.35, False, seed)
         if run_key not in _RUNS:
             make_small_run(_cache_root() / "scratch", arch, size, per_class, epochs, seed=seed)
         out = _cache_root() / f"bundle-{len(_BUNDLES)}"
         convert(_RUNS[run_key], out, formats=formats, calib=calib, max_drop=100.0, seed=seed,
-                progress=False, echo=lambda _msg: None)
+                progress=False, echo=lambda _msg: None, guard=guard)
         _BUNDLES[key] = out
     return _copy(_BUNDLES[key], tmp_path, f"bundle-{arch}-{size}")

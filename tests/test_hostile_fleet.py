@@ -124,7 +124,11 @@ def test_a_dead_network_thread_is_noticed_and_replaced(tmp_path, broker, caplog)
         assert wait_for(down, 10), "a dead network thread went unnoticed"
         pub.client.on_message = guarded
         assert "network thread" in pub.stats()["last_error"]
-        assert sum("network thread stopped" in r.getMessage() for r in caplog.records) == 1
+        # each death noticed and said once (a repeated command may kill the new thread once more
+        # before the guarded handler is back)
+        restarts = pub.stats()["network_restarts"]
+        assert restarts >= 1
+        assert sum("network thread stopped" in r.getMessage() for r in caplog.records) == restarts
         for i in range(5):
             pub.outbox.put(pub.topic("result"), json.dumps({"i": i}).encode())
 

@@ -194,7 +194,9 @@
     $("r-device").textContent = state.device;
     $("r-time").textContent = clock(c.opened, true) + " - " + clock(c.ts, true) + " (" + state.tz.name + ")";
     $("r-fields").textContent = c.n_fields + " (messages " + c.first_seq + "-" + c.last_seq + ")";
-    $("r-probs").textContent = Object.entries(c.probs).map(([k, p]) => k + " " + (100 * p).toFixed(1) + "%").join(", ");
+    $("r-probs").textContent = c.probs  // none when every field was unfamiliar: nothing was pooled
+      ? Object.entries(c.probs).map(([k, p]) => k + " " + (100 * p).toFixed(1) + "%").join(", ")
+      : "none (no familiar field to pool)";
     $("r-fields").textContent += (c.n_unfamiliar ? ", " + c.n_unfamiliar + " unfamiliar" : "") +
       "; " + c.min_fields + " familiar fields needed for a decision";
     $("r-decision").textContent = c.decision === "refer" ? "REFER - refer to a haematologist / second read" : words(c.decision);
