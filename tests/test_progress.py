@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 
 import numpy as np
 import pytest
 
 from leukedge.cli import build_parser, main
 from tests.test_models import tinted_dataset
-from trainer.progress import epoch_line, format_duration, make_progress_callback, typical_epoch
+from trainer.progress import epoch_line, format_duration, frames, make_progress_callback, typical_epoch
 
 EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+): loss \d+\.\d{4}, accuracy [\d.]+ %, val loss \d+\.\d{4}, "
                         r"val accuracy [\d.]+ %, (\d+\.\d) s, ETA (\d+ s|\d+ min \d\d s|\d+ h \d\d min)$")
@@ -45,11 +46,12 @@ def _fit_tiny(callback, epochs=2):
     model.fit(x, y, batch_size=8, epochs=epochs, verbose=0, callbacks=[callback])
 
 
-def test_live_bar_is_drawn_on_a_terminal_and_never_in_a_log():
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
 
+
+def test_live_bar_is_drawn_on_a_terminal_and_never_in_a_log():
     tty, log = Terminal(), io.StringIO()
     _fit_tiny(make_progress_callback(2, stream=tty))
     _fit_tiny(make_progress_callback(2, stream=log))
@@ -62,6 +64,14 @@ def test_live_bar_is_drawn_on_a_terminal_and_never_in_a_log():
     quiet = make_progress_callback(2, stream=log, show=False)
     _fit_tiny(quiet)
     assert log.getvalue().splitlines() == lines and len(quiet.seconds) == 2  # timed, not printed
+
+
+@pytest.mark.parametrize("stderr, drawn", [(Terminal(), True), (io.StringIO(), False)])
+def test_image_loops_draw_a_bar_on_a_terminal_only(monkeypatch, stderr, drawn):
+    monkeypatch.setattr(sys, "stderr", stderr)
+    assert list(frames(range(7), "tflite-int8 x8 TTA")) == list(range(7))
+    assert ("tflite-int8 x8 TTA" in stderr.getvalue() and "/7 [" in stderr.getvalue()) is drawn
+    assert list(frames(range(3), "off", progress=False)) == [0, 1, 2] and "off" not in stderr.getvalue()
 
 
 def _train_args(*flags):

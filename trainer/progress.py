@@ -1,10 +1,11 @@
 """Progress you can see while a model trains: one plain line per epoch, and a live bar in a terminal.
 
-Used by `leukedge train` and `leukedge pretrain`. Why not Keras' own bar: it redraws with
-carriage returns, which floods a log file, and it runs after every other callback, so a
-line printed at the end of an epoch would land inside it. Here the bar (tqdm) is drawn only
-when the stream is a terminal and is cleared when the epoch ends; the epoch line is plain
-text that reads the same in a terminal, a log file or the journal:
+Used by `leukedge train` and `leukedge pretrain`; `frames` gives convert and bench a bar over
+images. Why not Keras' own bar: it redraws with carriage returns, which floods a log file,
+and it runs after every other callback, so a line printed at the end of an epoch would land
+inside it. Here the bar (tqdm) is drawn only when the stream is a terminal and is cleared
+when the epoch ends; the epoch line is plain text that reads the same in a terminal, a log
+file or the journal:
 
     epoch 3/14: loss 0.8123, accuracy 71.2 %, val loss 0.9120, val accuracy 66.0 %, 93.2 s, ETA 17 min 05 s
 
@@ -108,3 +109,15 @@ def make_progress_callback(total_epochs: int, stream: TextIO | None = None, live
                 self._bar = None
 
     return EpochProgress()
+
+
+def frames(items, label: str, progress: bool = True):
+    """`items` one at a time, with a live bar (on stderr) only when stderr is a terminal.
+
+    For loops over images that run long with no line of their own: convert's calibration
+    pass and its one-frame-at-a-time validation through LiteRT/onnxruntime (eight passes
+    per field with TTA), and `leukedge bench`. The bar never reaches a log file.
+    """
+    from tqdm import tqdm
+
+    return tqdm(items, desc=label, unit="img", leave=False, dynamic_ncols=True, disable=None if progress else True)
