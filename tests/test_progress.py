@@ -101,3 +101,15 @@ def test_train_prints_a_line_per_epoch(tmp_path, capsys):
     assert len(matches) == 2 and all(matches), printed
     assert [(m[1], m[2]) for m in matches] == [("1", "2"), ("2", "2")]
     assert matches[-1][4] == "0 s" and float(matches[0][3]) > 0
+
+
+def test_pretrain_prints_a_line_per_epoch(tmp_path, capsys):
+    from leukedge.bundle_factory import small_dataset
+
+    assert main(["pretrain", "--data", str(small_dataset(8, 32, 0)), "--out", str(tmp_path / "pre"),
+                 "--arch", "custom_cnn", "--width", "0.25", "--img-size", "32", "--epochs", "2", "--batch", "8",
+                 "--proj-dim", "16"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2, lines
+    assert all(re.match(rf"epoch {k}/2: VICReg loss \d+\.\d{{4}}, \d+\.\d s, ETA \d+ s$", line)
+               for k, line in enumerate(lines, 1)), lines
