@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from converter.calibration import select_balanced
@@ -39,8 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip the eight-pass dihedral run (accuracy_tta empty; accuracy_box too if the manifest says TTA)")
 
 
-def bench(bundle: Path, data: Path, subset: str = "Original", limit: int | None = None, tta: bool = True) -> dict:
-    """validation.json-shaped dict for the bundle's files on the images under `data`."""
+def bench(bundle: Path, data: Path, subset: str = "Original", limit: int | None = None, tta: bool = True,
+          echo=lambda line: print(line, file=sys.stderr, flush=True)) -> dict:
+    """validation.json-shaped dict for the bundle's files on the images under `data`.
+
+    `echo` gets a line as each format starts (stderr by default: stdout is the table), and
+    each run over the images draws a bar in a terminal (trainer.progress.frames)."""
     manifest = load_manifest(bundle, verify=True)
     found = scan(data, subset)
     items = select_balanced(found.items, limit) if limit else found.items
@@ -52,12 +57,17 @@ def bench(bundle: Path, data: Path, subset: str = "Original", limit: int | None 
     if not runnable:
         raise BadInput(f"{bundle}: no file that runs on this machine ({[e.format for e in manifest.files]})")
     paths = {e.format: bundle_path(bundle, e) for e in runnable}  # never a file outside the bundle
-    outputs = {e.format: run_format(paths[e.format], e.format, x) for e in runnable}
+    outputs = {}
+    for e in runnable:
+        echo(f"bench: {e.format} on {len(x)} images ...")
+        outputs[e.format] = run_format(paths[e.format], e.format, x)
     ref_fmt = next((f for f in REFERENCE_ORDER if f in outputs), runnable[0].format)
     ref = outputs[ref_fmt][0]
     rows = []
     for e in runnable:  # plain argmax as before, then with TTA and as the box decides (manifest's postprocess)
         probs, p50 = outputs[e.format]
+        if tta:
+            echo(f"bench: {e.format} with the eight-pass TTA on {len(x)} images ...")
         passes = run_format(paths[e.format], e.format, x, tta=True)[0] if tta else None
         rows.append(row(e.format, paths[e.format], y, probs, ref, p50, manifest.labels)
                     | box_columns(y, probs, passes, manifest.postprocess))

@@ -91,9 +91,12 @@ def build_formats(model, tmp: Path, formats, calib_x: np.ndarray, allow_cpu_fall
     return BuiltFiles(files, et_info, warnings)
 
 
-def validate(built: BuiltFiles, x: np.ndarray, y: np.ndarray, float_probs: np.ndarray, split_note: str):
+def validate(built: BuiltFiles, x: np.ndarray, y: np.ndarray, float_probs: np.ndarray, split_note: str,
+             echo: Callable[[str], None] = print):
     """(validation.json dict, {format: probs}) for every built file that runs on this CPU."""
     rows, all_probs = [], {}
+    runnable = [fmt for fmt in built.files if fmt in BACKEND_FOR]
+    echo(f"validating {', '.join(runnable)} on {len(x)} test images, one frame at a time as the box runs them ...")
     for fmt, (path, _, _) in built.files.items():
         if fmt in BACKEND_FOR:
             probs, p50 = run_format(path, fmt, x)
@@ -121,6 +124,7 @@ def fit_guard(run, primary: str | None, built: BuiltFiles, x_val: np.ndarray, se
         return None
     path = built.files[primary][0]
     x_train, y_train = load_split(run, "train", progress)
+    echo(f"fitting the unfamiliar-input guard on the features of {len(x_train)} training images ...")
     section = ood_fit.fit(lambda x: run_features(path, primary, x), x_train, y_train, x_val, len(run.labels),
                           path.parent, seed)
     rep = section.report
@@ -149,7 +153,7 @@ def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool
         guard = False
     export = ood_fit.with_features if guard else (lambda m: m)  # the guard reads the model's second output
     built = build_formats(export(model), tmp, formats, calib_x, allow_cpu_fallback, echo)
-    validation, test_probs = validate(built, x_test, y_test, float_test, split_note)
+    validation, test_probs = validate(built, x_test, y_test, float_test, split_note, echo)
     failing = {f: d for f, d in int8_drops(validation).items() if d > max_drop}
     if failing and qat:
         echo(f"int8 drop over {max_drop} pp ({failing}); fine-tuning with --qat ...")
@@ -158,7 +162,7 @@ def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool
         for path, _, _ in built.files.values():
             path.unlink(missing_ok=True)
         built = build_formats(export(model), tmp, formats, calib_x, allow_cpu_fallback, echo)
-        validation, test_probs = validate(built, x_test, y_test, float_test, split_note)
+        validation, test_probs = validate(built, x_test, y_test, float_test, split_note, echo)
         qat_info["float_accuracy_after"] = summarize(y_test, predict_keras(model, x_test))["accuracy"]
         failing = {f: d for f, d in int8_drops(validation).items() if d > max_drop}
 
@@ -170,10 +174,12 @@ def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool
 
     # Post-processing and abstain band from the file the box runs by default (int8 TFLite, else the first format).
     primary = next((f for f in PRIMARY_ORDER if f in built.files), None)
+    echo(f"fitting post-processing on {len(x_val)} validation images ...")
     val_probs = run_format(built.files[primary][0], primary, x_val)[0] if primary else predict_keras(model, x_val)
     fit = postfit.fit_box(run, (built.files[primary][0], primary) if primary else None, val_probs, x_val, y_val, echo)
     thresholds = fit.thresholds
     guard_section = fit_guard(run, primary, built, x_val, seed, progress, echo) if guard else None
+    echo(f"test split with the eight-pass TTA and post-processing, {len(test_probs)} formats ...")
     postfit.test_columns(built.files, validation, test_probs, x_test, y_test, fit, tmp, thresholds["refer_below"])
     echo(validation_table(validation, run.labels))
     if guard_section is not None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from edge.errors import LeukedgeError
 from edge.manifest import Quant
+from trainer.progress import frames
 
 
 def float_clone(model):
@@ -40,8 +41,8 @@ def _converter(clone, calib: np.ndarray | None, kind: str):
     elif kind in ("int8", "int8-debug"):
         data = np.asarray(calib, np.float32)
 
-        def representative():
-            for image in data:
+        def representative():  # the converter's calibration pass: a bar in a terminal
+            for image in frames(data, f"calibrate tflite-{kind}"):
                 yield [image[None]]
 
         conv.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -20,6 +20,7 @@ from edge.errors import LeukedgeError
 from edge.formats import BACKEND_FOR, INT8_FORMATS
 from edge.manifest import LABELS
 from edge.postprocess import dihedral, postprocess
+from trainer.progress import frames
 from trainer.report import classification_report
 
 
@@ -33,13 +34,13 @@ def run_format(path: Path, fmt: str, x: np.ndarray, warmup: int = 3, tta: bool =
     """(probs (N,C), median invoke ms) of one model file through the edge backend for `fmt`.
 
     With tta, every field runs as the agent runs it with dihedral TTA: (N, 8, C) passes,
-    and the latency is per field (all eight invokes)."""
+    and the latency is per field (all eight invokes). A bar in a terminal (`frames`)."""
     backend = open_backend(path, fmt, name=BACKEND_FOR[fmt], threads=None, allow_fallback=False)
     try:
         for i in range(min(warmup, len(x))):
             backend.infer(x[i])
         probs, times = [], []
-        for frame in x:
+        for frame in frames(x, f"{fmt}{' x8 TTA' if tta else ''}"):
             t0 = time.perf_counter()
             probs.append(np.stack([backend.infer(v) for v in dihedral(frame)]) if tta else backend.infer(frame))
             times.append((time.perf_counter() - t0) * 1000.0)
@@ -56,7 +57,8 @@ def run_features(path: Path, fmt: str, x: np.ndarray) -> np.ndarray:
     try:
         if not backend.features_dim:
             raise LeukedgeError(f"{path.name}: has no features output")
-        return np.stack([backend.infer_with_features(frame)[1] for frame in x]).astype(np.float32)
+        return np.stack([backend.infer_with_features(frame)[1]
+                         for frame in frames(x, f"{fmt} features")]).astype(np.float32)
     finally:
         backend.close()
 

@@ -56,7 +56,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(command: str | None) -> argparse.ArgumentParser:
     parser = _Parser(prog="leukedge", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"leukedge {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    # default None, not False: the namespace then tells a given -v from an absent one, and a subcommand
+    # whose own options share the name `verbose` (trainer.train_cli) is not overridden by its absence
+    parser.add_argument("-v", "--verbose", action="store_true", default=None, help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    _setup_logging(args.verbose)
+    _setup_logging(bool(args.verbose))
     try:
         return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
     except LeukedgeError as exc:  # bad input (2) or a failure the kit names, such as a demo step (1)

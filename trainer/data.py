@@ -358,7 +358,8 @@ def load_images(
     workers = workers or min(8, (os.cpu_count() or 2) * 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(
-            tqdm(pool.map(decode, range(len(items))), total=len(items), desc="decode", unit="img", disable=not progress)
+            tqdm(pool.map(decode, range(len(items))), total=len(items), desc="decode", unit="img",
+                 disable=None if progress else True)  # None: drawn only on a terminal, never into a log file
         )
     bad = [(items[k].path, reason) for k, reason in enumerate(results) if reason is not None]
     if bad:

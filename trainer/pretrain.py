@@ -31,6 +31,7 @@ from trainer.data import IMAGE_EXTS, Item, load_images, scan
 from trainer.device import accelerated, jit_compile
 from trainer.models import architecture, encoder, sizing
 from trainer.plots import pyplot, save_figure
+from trainer.progress import make_progress_callback
 from trainer.validation import BN_RECAL_IMAGES, recalibrate_bn
 
 WEIGHTS = "backbone.weights.h5"
@@ -120,28 +121,6 @@ def view_pairs(x: np.ndarray, batch: int, seed: int, workers: int | None):
     return _Pairs(x, np.zeros(len(x), np.int32), batch, seed=seed, drop_remainder=True, threads=threads)
 
 
-def epoch_timer(epochs: int, verbose: int):
-    """Callback: seconds per epoch (the first includes compiling the step) and a one-line log per epoch."""
-    import keras
-
-    class _Timer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds: list[float] = []
-            self._t0 = 0.0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._t0)
-            if verbose:
-                print(f"epoch {epoch + 1}/{epochs}: VICReg loss {(logs or {}).get('loss', float('nan')):.4f} "
-                      f"({self.seconds[-1]:.1f} s)")
-
-    return _Timer()
-
-
 def vicreg_loss(_y_true, y_pred):
     """y_pred = concat(z1, z2) along features; the VICReg objective (keras.ops, any backend)."""
     from keras import ops
@@ -227,7 +206,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
                                                       warmup_target=cfg.lr, warmup_steps=max(1, steps))
     ssl.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=vicreg_loss,
                 jit_compile=jit_compile())  # no XLA for TensorFlow on CPU: it compiles for minutes
-    timer = epoch_timer(cfg.epochs, cfg.verbose)
+    # seconds per epoch (the first includes compiling the step); a line per epoch and a bar when verbose
+    timer = make_progress_callback(cfg.epochs, show=bool(cfg.verbose), loss_label="VICReg loss")
     pairs = view_pairs(x, batch, cfg.seed, cfg.workers)
     try:
         fit = ssl.fit(pairs, epochs=cfg.epochs, shuffle=False, verbose=0, callbacks=[timer])

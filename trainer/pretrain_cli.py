@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=positive_int,
                         help="threads making the two views (default: 1 on a CPU-only box, 2 with a GPU)")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress (by default: one line per epoch with the "
+                        "VICReg loss, seconds and ETA, and a live bar when the output is a terminal)")
 
 
 def run(args: argparse.Namespace) -> int:

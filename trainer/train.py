@@ -42,6 +42,7 @@ from trainer.data import (check_every_class, item_key, load_images, remove_dupli
 from trainer.device import accelerated, distribution_strategy, jit_compile
 from trainer.models import architecture, build, freeze_base, sizing, unfreeze_upper_base
 from trainer.plots import plot_confusion, plot_history
+from trainer.progress import make_progress_callback
 from trainer.report import classification_report, versions, write_json
 from trainer.run import CONFIG_FILE, HISTORY_FILE, MODEL_FILE, REPORT_FILE, SPLIT_FILE
 from trainer.split import write_split
@@ -80,7 +81,7 @@ class TrainConfig:
     bn_recal_images: int = BN_RECAL_IMAGES
     mixed_precision: bool = False
     workers: int | None = None  # augmentation threads; None: trainer.pipeline.default_workers
-    verbose: int = 1
+    verbose: int = 1  # 0: silent; otherwise a line per epoch (and a live bar in a terminal), trainer.progress
     labels: list[str] = field(default_factory=lambda: list(LABELS))
     recipe: str = "full"  # the preset the other fields started from (trainer.recipes)
 
@@ -204,6 +205,9 @@ def fit(cfg: TrainConfig, data: TrainingData, run: Path):
     recal = data.x["train"][rng.permutation(len(data.x["train"]))[: cfg.bn_recal_images]]
     val_cb = make_validation_callback(x_recal=recal, x_val=data.x["val"], y_val=data.y["val"], batch=cfg.batch,
                                       patience=cfg.patience, checkpoint=str(run / "best.weights.h5"))
+    callbacks = [val_cb]  # validation first: the progress line reads its val_loss / val_accuracy
+    if cfg.verbose:
+        callbacks.append(make_progress_callback(epochs))
     record = architecture(cfg.arch)
     if record.base is not None and pretrained:  # a pretrained base: the new head first, then fine-tune
         head = min(5, max(1, epochs // 5))
@@ -222,10 +226,14 @@ def fit(cfg: TrainConfig, data: TrainingData, run: Path):
                 unfreeze_upper_base(model, record.fine_tune_from)
             _compile(model, lr, steps, n_epochs, warmup)
         if cfg.verbose:
-            print(f"phase {name}: {n_epochs} epochs, peak lr {lr:g}, {len(x_train)} training images/epoch")
-        h = model.fit(batches, epochs=done + n_epochs, initial_epoch=done, callbacks=[val_cb],
-                      shuffle=False, verbose=cfg.verbose)  # TrainBatches shuffles itself
+            print(f"phase {name}: {n_epochs} epochs, peak lr {lr:g}, {len(x_train)} training images/epoch",
+                  flush=True)
+        h = model.fit(batches, epochs=done + n_epochs, initial_epoch=done, callbacks=callbacks,
+                      shuffle=False, verbose=0)  # TrainBatches shuffles itself; trainer.progress reports
         ran = len(h.history.get("loss", []))
+        if cfg.verbose and ran < n_epochs:
+            print(f"phase {name}: stopped after {ran} of {n_epochs} epochs, no better validation for "
+                  f"{cfg.patience} epochs (best so far: epoch {val_cb.best_epoch + 1})", flush=True)
         for key, values in h.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
         history.setdefault("phase", []).extend([name] * ran)

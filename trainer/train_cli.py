@@ -75,12 +75,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--near-dup-distance", type=int,
                         help="perceptual-hash distance in bits (of 64) under which images count as near-duplicates "
                              f"and stay in one split; -1 off ({default_note('near_dup_distance')})")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress (by default: one line per epoch with loss, validation accuracy, seconds "
+                             "and ETA, and a live bar when the output is a terminal)")
+
+
+# TrainConfig fields that no train flag of the same name sets. `verbose`: the global -v/--verbose
+# (debug logging and tracebacks, leukedge.cli) shares the name; it must never turn progress off.
+NOT_FLAGS = frozenset({"verbose"})
 
 
 def config_from(args: argparse.Namespace) -> TrainConfig:
-    """TrainConfig from the flags that were given, over the --recipe preset, over the dataclass defaults."""
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    """TrainConfig from the flags that were given, over the --recipe preset, over the dataclass defaults.
+
+    Progress (`verbose`) is on unless --quiet is given, with or without the global -v.
+    """
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if f.name not in NOT_FLAGS and getattr(args, f.name, None) is not None}
     given.update(data=str(args.data), out=str(args.out))
     if args.test_data is not None:
         given["test_data"] = str(args.test_data)
