@@ -73,7 +73,7 @@ def run_mode(mode: str, args, bundle: Path, frames: Path, broker, work: Path, ra
 
     cfg = load_config(None, {
         "bundle": str(bundle), "device_id": f"bench-{mode}",
-        "source": {"uri": str(frames), "loop": True}, "gate": {"mode": "continuous"},
+        "source": {"uri": str(frames), "loop": True, "fps": "max"}, "gate": {"mode": "continuous"},
         "backend": {"threads": args.threads}, "max_frames": args.frames + 100,
         "mqtt": {"url": broker.url if broker else None, "stats_interval_s": 3600},
         "outbox": {"path": str(work / f"outbox-{tag}.sqlite")},

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.agent import Agent
-from edge.argtypes import positive_int
+from edge.argtypes import frame_rate_arg, positive_int
 from edge.backends import load_for_manifest
 from edge.config import load_config, prune
 from edge.errors import BadInput
@@ -16,6 +16,7 @@ from edge.manifest import load_manifest
 from edge.messages import topic
 from edge.publisher import probe
 from edge.sources import make_source
+from edge.sources.pace import describe, frame_rate
 from edge.trust import load_keys, verify_signature
 
 
@@ -24,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", type=Path, help="bundle directory (overrides `bundle`)")
     p.add_argument("--source", help="picam:, cv:0, /dev/video0, rtsp://..., a video file or an image folder")
     p.add_argument("--loop", action="store_true", default=None, help="replay a file or folder forever")
+    p.add_argument("--fps", type=frame_rate_arg, metavar="N|max",
+                   help="how fast a file or folder plays: N frames/s, or max (unpaced, for benchmarks); "
+                        "default auto: a video at its own frame rate, a looped folder at 2 images/s, "
+                        "a folder played once unpaced; cameras and streams are never paced")
     p.add_argument("--mqtt", metavar="URL", help="broker, mqtt://host:1883 or mqtts://host:8883; 'off' runs offline")
     p.add_argument("--device-id", help="device id: topic prefix level and message id prefix")
     p.add_argument("--backend", help="auto, litert, edgetpu, tflite-runtime, onnxruntime[-trt|-cuda|-cpu]")
@@ -45,7 +50,7 @@ def overrides(args) -> dict:
     return prune({
         "bundle": args.bundle, "device_id": args.device_id, "drain_timeout_s": args.drain_timeout,
         "max_frames": args.max_frames,
-        "source": {"uri": args.source, "loop": args.loop},
+        "source": {"uri": args.source, "loop": args.loop, "fps": args.fps},
         "mqtt": {"url": args.mqtt},
         "backend": {"name": args.backend},
         "gate": {"mode": args.gate},
@@ -83,7 +88,8 @@ def check(cfg) -> int:
     try:
         src = make_source(cfg.source.uri, cfg.source.width, cfg.source.height, cfg.source.watchdog.stall_s).open()
         src.close()
-        print(f"source    ok: {cfg.source.safe_uri}{' (loop)' if cfg.source.loop else ''}")
+        pace = describe(*frame_rate(cfg.source.fps, src, cfg.source.loop))
+        print(f"source    ok: {cfg.source.safe_uri}{' (loop)' if cfg.source.loop else ''}, plays {pace}")
     except Exception as exc:  # noqa: BLE001 - report any source failure as one line
         failed += 1
         print(f"source    FAILED: {exc}")

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from edge.manifest import MAX_RELEASE
+from edge.sources.pace import parse_fps
 
 
 def positive_int(text: str) -> int:
@@ -18,6 +19,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
+
+
+def frame_rate_arg(text: str) -> float | str:
+    """--fps: a frame rate > 0, `max` (unpaced) or `auto` (edge/sources/pace.py)."""
+    try:
+        return parse_fps(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def release_number(text: str) -> int:

@@ -23,6 +23,7 @@ from edge.configfile import MAX_CONFIG_BYTES, hide_env_values, read_file, substi
 from edge.errors import BadInput, validated
 from edge.messages import DEFAULT_PREFIX
 from edge.redact import redact_url
+from edge.sources.pace import parse_fps
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -56,7 +57,10 @@ class SourceConfig(_Strict):
     loop: bool = False
     width: int | None = Field(None, ge=16)
     height: int | None = Field(None, ge=16)
-    fps: float | None = Field(None, gt=0)  # replay pacing for files and folders; None = as fast as possible
+    # How fast files and folders play: "auto" (a video at its own frame rate, a looped folder at
+    # 2 images/s, a folder played once unpaced), a number of frames/s, or "max" (unpaced, for
+    # benchmarks). Cameras and streams are never paced. edge/sources/pace.py says why.
+    fps: float | Literal["auto", "max"] = "auto"
     # Frames over this many pixels are skipped as bad (too_large); image files are checked
     # from their header, before decoding. 50 MP is a 8660x5773 frame, 150 MB as RGB.
     max_pixels: int = Field(50_000_000, ge=256)
@@ -70,6 +74,11 @@ class SourceConfig(_Strict):
         if v.startswith("cv:") and v[3:] and not (v[3:].isascii() and v[3:].isdigit()):
             raise ValueError(f"{v!r}: a cv: camera is a device number, e.g. cv:0")
         return v
+
+    @field_validator("fps", mode="before")
+    @classmethod
+    def _fps(cls, v):
+        return parse_fps(v)  # null reads as auto (older configs wrote `fps: null`)
 
     @property
     def safe_uri(self) -> str:

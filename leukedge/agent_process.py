@@ -43,13 +43,14 @@ def write_images(folder: Path, n: int = 24, size: int = 96, seed: int = 0) -> Pa
 
 def agent_config(workdir: Path, bundle: Path, src: Path | str, mqtt_url: str | None = None,
                  device_id: str = "devA", **over) -> dict:
-    """A config for a replay run: every frame is a field (continuous gate), fast stats,
-    quick reconnects; `over` is merged one level deep (e.g. mqtt={...}, outbox={...})."""
+    """A config for a replay run: every frame is a field (continuous gate), unpaced (`fps: max`;
+    a test that wants a camera's pace sets a rate), fast stats, quick reconnects; `over` is
+    merged one level deep (e.g. mqtt={...}, outbox={...})."""
     cfg = {
         "device_id": device_id,
         "bundle": str(bundle),
         "backend": {"name": "litert"},
-        "source": {"uri": str(src), "loop": True, "watchdog": {"backoff_initial_s": 0.2, "backoff_max_s": 2.0}},
+        "source": {"uri": str(src), "loop": True, "fps": "max", "watchdog": {"backoff_initial_s": 0.2, "backoff_max_s": 2.0}},
         "gate": {"mode": "continuous"},
         "sample": {"fields_per_sample": 25},
         "mqtt": {"url": mqtt_url or "off", "reconnect_min_s": 0.5, "reconnect_max_s": 2.0, "stats_interval_s": 1.0,

@@ -87,7 +87,7 @@ class Subscriber:
 
 
 def config(tmp_path, bundle, uri, url=None, **over):
-    base = {"bundle": str(bundle), "device_id": "box1", "source": {"uri": str(uri)}, "mqtt": {"url": url},
+    base = {"bundle": str(bundle), "device_id": "box1", "source": {"uri": str(uri), "fps": "max"}, "mqtt": {"url": url},
             "outbox": {"path": str(tmp_path / "outbox.sqlite")}, "result_log": {"path": str(tmp_path / "r.jsonl")},
             "drain_timeout_s": 10, "ui": {"listen": "off"}}
     for key, value in over.items():

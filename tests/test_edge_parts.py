@@ -158,7 +158,7 @@ def test_folder_source_decodes_as_small_as_the_running_bundle_allows(tmp_path):
 
     for i in range(2):
         cv2.imwrite(str(tmp_path / f"f{i}.jpg"), np.random.default_rng(i).integers(0, 256, (720, 1280, 3), np.uint8))
-    wd = open_watchdog(SourceConfig(uri=str(tmp_path), loop=True), min_side=64)
+    wd = open_watchdog(SourceConfig(uri=str(tmp_path), loop=True, fps="max"), min_side=64)
     assert wd.read().image.shape == (90, 160, 3)  # 1/8: 90 >= 64
     wd.set_min_side(96)  # a 96 px model now runs
     assert wd.read().image.shape == (180, 320, 3)  # 1/4

@@ -24,7 +24,7 @@ class TestFramesAndSources:
         """`leukedge agent` offline on `source`: (process, results-log records, outbox rows)."""
         work = tmp_path / "run"
         work.mkdir(exist_ok=True)
-        args = ["agent", "--bundle", bundle, "--source", source, "--mqtt", "off", "--backend", "litert",
+        args = ["agent", "--bundle", bundle, "--source", source, "--mqtt", "off", "--backend", "litert", "--fps", "max",
                 "--outbox", work / "outbox.sqlite", "--result-log", work / "results.jsonl", *extra]
         if config:
             (work / "agent.yaml").write_text(config)

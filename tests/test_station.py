@@ -32,7 +32,7 @@ def bundle(tmp_path_factory):
 
 
 def agent_cfg(tmp_path, bundle, src, url=None, **over):
-    base = {"bundle": str(bundle), "device_id": "st1", "source": {"uri": str(src)}, "gate": {"mode": "continuous"},
+    base = {"bundle": str(bundle), "device_id": "st1", "source": {"uri": str(src), "fps": "max"}, "gate": {"mode": "continuous"},
             "mqtt": {"url": url, "stats_interval_s": 0.5}, "outbox": {"path": str(tmp_path / "outbox.sqlite")},
             "result_log": {"path": None}, "ui": {"listen": "127.0.0.1:0"}, "drain_timeout_s": 5}
     for key, value in over.items():

@@ -37,6 +37,8 @@ class Source:
 
     uri: str = ""
     live: bool = False  # cameras and streams: end of stream means reopen, never stop
+    stills: bool = False  # image files: each frame a separate capture, with no frame rate of its own
+    recorded_fps: float | None = None  # a video file's frame rate as its header gives it (0: none given)
 
     def open(self) -> "Source":
         return self

@@ -18,6 +18,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 class FolderSource(Source):
+    stills = True
+
     def __init__(self, path: Path, max_pixels: int | None = None, min_side: int = 0):
         self.path = Path(path)
         self.uri = str(path)

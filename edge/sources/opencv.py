@@ -17,6 +17,7 @@ and logged scrubbed (edge/sources/native_log.py).
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from pathlib import Path
@@ -70,6 +71,9 @@ class OpenCVSource(Source):
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
         self._cap, self._index, self._gap = cap, 0, 0
         self._expected = 0 if self.live else max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+        if not self.live:  # the pace a replay plays at by default (edge/sources/pace.py)
+            rate = cap.get(cv2.CAP_PROP_FPS)
+            self.recorded_fps = float(rate) if math.isfinite(rate) and rate > 0 else 0.0
         return self
 
     def read(self) -> Frame | None:

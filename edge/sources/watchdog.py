@@ -14,16 +14,21 @@ import time
 from typing import Callable
 
 from edge.sources.base import Frame, Source, SourceBroken, SourceError, SourceLost
+from edge.sources.pace import MAX, describe, frame_rate, parse_fps
 
 log = logging.getLogger(__name__)
 END = object()  # returned once a finite source has ended
 
 
 class Watchdog:
-    def __init__(self, factory: Callable[[], Source], loop: bool = False, fps: float | None = None,
+    def __init__(self, factory: Callable[[], Source], loop: bool = False, fps: float | str | None = None,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0, clock=time.monotonic):
+        """`fps`: frames/s for files and folders, "auto" (the file's own rate: edge/sources/pace.py),
+        or None / "max" (unpaced). A camera or stream is never paced."""
         self.factory, self.loop, self.clock = factory, loop, clock
-        self.period = 1.0 / fps if fps else 0.0
+        self.fps_setting = MAX if fps is None else parse_fps(fps)
+        self.period = 0.0  # seconds between frames, set from the source each time it opens
+        self.pace = ""  # how the source plays, in words (logged when it changes, shown by --check)
         self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
         self.backoff = backoff_initial_s
         self.src: Source | None = None
@@ -53,7 +58,17 @@ class Watchdog:
             if not (src.live or self.loop):
                 raise
             self._lost(str(exc))
+            return self
+        self._set_pace()
         return self
+
+    def _set_pace(self) -> None:
+        fps, why = frame_rate(self.fps_setting, self.src, self.loop)
+        self.period = 1.0 / fps if fps else 0.0
+        pace = describe(fps, why)
+        if pace != self.pace:
+            log.info("source %s plays %s", self.src.uri, pace)
+            self.pace = pace
 
     @property
     def state(self) -> str:
@@ -68,7 +83,8 @@ class Watchdog:
         """A Frame, None (nothing this time: keep serving the loop) or END."""
         if self.src is None and not self._reopen():
             return None
-        self._pace()
+        if not self._due():
+            return None
         try:
             frame = self.src.read()
         except SourceLost as exc:
@@ -98,12 +114,21 @@ class Watchdog:
             self.src.close()
             self.src = None
 
-    def _pace(self) -> None:
-        if self.period:
+    def _due(self) -> bool:
+        """Whether the next frame is due. Waits at most 50 ms, so a slow pace never holds up the
+        agent's loop (broker, commands, stats, a stop signal); a late frame is not made up for."""
+        if not self.period:
+            return True
+        now = self.clock()
+        wait = self._next_frame - now
+        if wait > 0.05:
+            time.sleep(0.05)
+            return False
+        if wait > 0:
+            time.sleep(wait)
             now = self.clock()
-            if now < self._next_frame:
-                time.sleep(self._next_frame - now)
-            self._next_frame = max(now, self._next_frame) + self.period
+        self._next_frame = max(now, self._next_frame) + self.period
+        return True
 
     def _reopen(self) -> bool:
         wait = self._next_try - self.clock()
@@ -117,6 +142,7 @@ class Watchdog:
             return False
         self.opens += 1
         self.reopens += 1
+        self._set_pace()
         if self.last_error is not None:  # back after a failure (a looped file's rewind is routine)
             log.info("source %s reopened (reopen #%d)", self.src.uri, self.reopens)
             self.last_error = None
