@@ -214,14 +214,14 @@ def test_bench_reprints_and_measures(tmp_path, capsys):
     assert main(["bench", str(bundle), "--data", str(small_dataset()), "--limit", "12", "--json", str(out_json)]) == 0
     measured = json.loads(out_json.read_text())
     assert measured["reference"] == "onnx-fp32" and measured["n"] == 12
-    progress = capsys.readouterr().err  # a line as each format starts, on stderr: stdout stays the table
-    assert "bench: tflite-int8 on 12 images" in progress and "bench: onnx-qdq with the eight-pass TTA" in progress
+    printed = capsys.readouterr()  # a line as each format starts, on stderr: stdout stays the table
+    assert "bench: tflite-int8 on 12 images" in printed.err and "bench: onnx-qdq with the eight-pass TTA" in printed.err
+    assert "unfamiliar-input guard:" in printed.out
     rows = {r["format"]: r for r in measured["formats"]}
     assert rows["tflite-fp32"]["agreement"] == 1.0 and rows["tflite-int8"]["latency_ms_p50"] > 0
     guard = measured["unfamiliar_input_guard"]  # scored as the agent scores a field
     assert guard["n"] == 12 and 0.0 <= guard["flag_rate"] <= 1.0 and guard["format"] == "tflite-int8"
     assert set(guard["reasons"]) <= {"stain", "focus", "scale", "features"}
-    assert "unfamiliar-input guard:" in capsys.readouterr().out
 
 
 def test_fake_quant_per_channel_matches_folded_scaling():

@@ -190,7 +190,10 @@ class Gate:
         except (KeyError, ValueError):
             pass
 
-    def _close(self, conn: Conn) -> None:
+    def _close(self, conn: Conn, dropped: str | None = None, exc: BaseException | None = None) -> None:
+        """Close a connection; a `dropped` reason is counted first, so whoever sees the close sees the count."""
+        if dropped:
+            self._drop(dropped, conn.addr, exc)
         self._release(conn)
         try:
             conn.sock.close()
@@ -200,8 +203,7 @@ class Gate:
     def _evict_oldest(self) -> None:
         if self.pending:
             conn = next(iter(self.pending.values()))
-            self._close(conn)
-            self._drop("evicted", conn.addr, None)
+            self._close(conn, "evicted")
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -209,9 +211,8 @@ class Gate:
             conn = next(iter(self.pending.values()))
             if conn.deadline > now:
                 return
-            self._close(conn)
-            if conn.buf or conn.handshaking:  # an idle kept-alive connection timing out is normal
-                self._drop("timeout", conn.addr, None)
+            # an idle kept-alive connection timing out is normal
+            self._close(conn, "timeout" if conn.buf or conn.handshaking else None)
 
     def _readable(self, conn: Conn) -> None:
         try:
@@ -221,9 +222,7 @@ class Gate:
             while len(conn.buf) <= MAX_HEAD + self.body_limit:
                 data = conn.sock.recv(65536)
                 if not data:
-                    self._close(conn)
-                    if conn.buf:
-                        self._drop("reset", conn.addr, None)
+                    self._close(conn, "reset" if conn.buf else None)
                     return
                 conn.buf += data
         except ssl.SSLWantWriteError:
@@ -235,12 +234,10 @@ class Gate:
             if conn.handshaking:
                 return
         except ssl.SSLError as exc:
-            self._close(conn)
-            self._drop("tls", conn.addr, exc)
+            self._close(conn, "tls", exc)
             return
         except OSError as exc:
-            self._close(conn)
-            self._drop("reset", conn.addr, exc)
+            self._close(conn, "reset", exc)
             return
         self._dispatch(conn)
 
@@ -268,9 +265,7 @@ class Gate:
             conn.sock.send(answer)
         except (OSError, ValueError):
             pass
-        self._close(conn)
-        if reason:
-            self._drop(reason, conn.addr, None)
+        self._close(conn, reason)
 
     # ------------------------------------------------------------------ workers
 
