@@ -10,6 +10,7 @@ import numpy as np
 from edge.agent import Agent
 from edge.argtypes import frame_rate_arg, positive_int
 from edge.backends import load_for_manifest
+from edge.components import open_guard
 from edge.config import load_config, prune
 from edge.errors import BadInput
 from edge.manifest import load_manifest
@@ -84,6 +85,9 @@ def check(cfg) -> int:
     probs = backend.infer(np.zeros(backend.input_shape, np.uint8))
     print(f"backend   ok: {backend.name} on {entry.path} ({entry.format}), input {backend.input_shape}, "
           f"{probs.shape[0]} outputs")
+    guard, why_off = open_guard(cfg.bundle, manifest, backend)  # a tampered guard: exit 2 here, not at start
+    print(f"guard     ok: unfamiliar input referred ({guard.section.method}, {guard.section.features_dim} features, "
+          f"statistics {', '.join(guard.section.stats)})" if guard else f"guard     off: {why_off}")
     failed = 0
     try:
         src = make_source(cfg.source.uri, cfg.source.width, cfg.source.height, cfg.source.watchdog.stall_s).open()

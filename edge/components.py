@@ -52,7 +52,7 @@ def open_guard(bundle: Path, manifest: Manifest, backend: Backend) -> tuple[Guar
     if backend.features_dim != section.features_dim:
         return None, (f"the model file gives {backend.features_dim or 'no'} features, the guard was fitted on "
                       f"{section.features_dim}")
-    return Guard.load(section, bundle_path(bundle, manifest.file(OOD_FORMAT))), None
+    return Guard.load(section, bundle_path(bundle, manifest.file(OOD_FORMAT)), len(manifest.labels)), None
 
 
 def threshold_in_force(cfg, manifest: Manifest) -> float:

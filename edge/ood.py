@@ -17,17 +17,20 @@ the model classifies, with numbers fitted at conversion on the training split
    each look like some training session can still be a combination none had.
 
 A field is unfamiliar when its feature score passes the threshold (fitted on the validation
-split) or any statistic falls outside its range. `score_field` is the one function the
+split) or any statistic group falls outside its region. `score_field` is the one function the
 agent, `leukedge bench` and the converter's report call.
 """
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edge.errors import BundleError
 
 FILE = "ood.npz"
 FORMAT = "ood"  # its files[] entry in the manifest (sha256-checked like every bundle file)
@@ -51,7 +54,16 @@ class StatRegion(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mean: list[float]
     inv_cov: list[list[float]]
-    limit: float  # squared Mahalanobis distance beyond which the group is unfamiliar
+    limit: float = Field(gt=0, allow_inf_nan=False)  # squared Mahalanobis distance beyond which it is unfamiliar
+
+    @model_validator(mode="after")
+    def _square(self) -> "StatRegion":
+        n = len(self.mean)
+        if not n or len(self.inv_cov) != n or any(len(row) != n for row in self.inv_cov):
+            raise ValueError(f"inv_cov must be {n} x {n}, as long as mean")
+        if not np.all(np.isfinite(self.arrays()[1])) or not np.all(np.isfinite(self.mean)):
+            raise ValueError("mean and inv_cov must be finite numbers")
+        return self
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, float]:
         """(mean, inverse covariance, limit) as arrays, for scoring many fields."""
@@ -63,12 +75,21 @@ class OodSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     method: str = Field(pattern=f"^{METHOD}$")  # the arrays are the files[] entry of format "ood"
-    threshold: float  # feature score above which a field is unfamiliar (validation-split quantile)
-    quantile: float  # which quantile of the validation split's scores the threshold is
+    threshold: float = Field(allow_inf_nan=False)  # feature score above which a field is unfamiliar
+    quantile: float = Field(gt=0, lt=1)  # which quantile of the validation split's scores the threshold is
     stats: dict[str, StatRegion]  # group of STAT_GROUPS -> its familiar region
-    features_dim: int
+    features_dim: int = Field(ge=1)
     fit: dict = {}  # where the numbers came from (split, n)
     report: dict = {}  # AUROC and flag rates, for the model card
+
+    @model_validator(mode="after")
+    def _known_groups(self) -> "OodSection":
+        for group, region in self.stats.items():
+            if group not in STAT_GROUPS:
+                raise ValueError(f"stats: unknown group {group!r} (known: {', '.join(STAT_GROUPS)})")
+            if len(region.mean) != len(STAT_GROUPS[group]):
+                raise ValueError(f"stats.{group}: {len(region.mean)} values, the group has {len(STAT_GROUPS[group])}")
+        return self
 
 
 class Verdict(NamedTuple):
@@ -149,9 +170,23 @@ class Guard:
         self.regions = {group: (STAT_GROUPS[group], *region.arrays()) for group, region in section.stats.items()}
 
     @classmethod
-    def load(cls, section: OodSection, path: Path) -> "Guard":
-        with np.load(path, allow_pickle=False) as z:
-            return cls(section, z["means"], z["directions"], z["variances"], float(z["rest_variance"]))
+    def load(cls, section: OodSection, path: Path, n_labels: int | None = None) -> "Guard":
+        """The guard from its arrays file, or BundleError naming what is wrong with it (it comes from outside)."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                means, directions = z["means"], z["directions"]
+                variances, rest = z["variances"], z["rest_variance"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise BundleError(f"{path}: not the guard's arrays ({exc})") from None
+        d, k = section.features_dim, variances.shape[0] if variances.ndim == 1 else -1
+        if (means.ndim != 2 or means.shape[1] != d or (n_labels is not None and means.shape[0] != n_labels)
+                or directions.shape != (d, k) or rest.shape != () or not k):
+            raise BundleError(f"{path}: arrays of shapes means {means.shape}, directions {directions.shape}, "
+                              f"variances {variances.shape} do not fit {d} features")
+        if not (np.all(np.isfinite(means)) and np.all(np.isfinite(directions)) and np.all(variances > 0)
+                and float(rest) > 0):
+            raise BundleError(f"{path}: the guard's arrays hold non-finite or non-positive variances")
+        return cls(section, means, directions, variances, float(rest))
 
     @staticmethod
     def save(path: Path, means: np.ndarray, directions: np.ndarray, variances: np.ndarray,

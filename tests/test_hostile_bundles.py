@@ -296,3 +296,43 @@ def test_second_agent_on_one_outbox_refuses_naming_the_holder(tmp_path, bundle):
     assert again.returncode == 0, again.stderr
 
 
+
+
+@pytest.mark.parametrize("case", ["unknown_group", "ragged_inv_cov", "nan_threshold", "wrong_shape_arrays",
+                                  "not_npz"])
+def test_a_tampered_guard_is_refused_in_one_line(tmp_path, bundle, case):
+    """The unfamiliar-input guard comes from the manifest and ood.npz like every bundle file: a
+    group the box does not know, a ragged matrix, a NaN threshold, arrays that do not fit the
+    features, or a file that is no npz get one line naming it (exit 2), never a traceback."""
+    import hashlib
+
+    import numpy as np
+
+    b = Path(shutil.copytree(bundle, tmp_path / "b"))
+    m = _manifest(b)
+    ood = m["ood"]
+    needle = "ood"
+    if case == "unknown_group":
+        ood["stats"]["colour_of_the_day"] = ood["stats"].pop("stain")
+        needle = "unknown group"
+    elif case == "ragged_inv_cov":
+        ood["stats"]["focus"]["inv_cov"] = [[1.0, 2.0]]
+    elif case == "nan_threshold":
+        ood["threshold"] = float("nan")
+    else:
+        path = b / "ood.npz"
+        if case == "wrong_shape_arrays":
+            with np.load(path) as z:
+                arrays = dict(z)
+            arrays["directions"] = arrays["directions"][:-1]  # one feature short
+            np.savez(path, **arrays)
+            needle = "do not fit"
+        else:
+            path.write_bytes(b"PK\x03\x04 not really")
+            needle = "not the guard's arrays"
+        entry = next(e for e in m["files"] if e["format"] == "ood")
+        entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()  # re-hashed: the content is the attack
+    _write_manifest(b, m)
+    frames = write_images(tmp_path / "frames", n=2, size=64)
+    proc = leukedge("agent", "--bundle", b, "--source", frames, "--mqtt", "off", "--check")
+    assert_refused(proc, needle)
