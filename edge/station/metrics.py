@@ -4,13 +4,21 @@ Everything is read from the station's latest snapshot at scrape time (a custom c
 the client library's pattern for exposing counts kept elsewhere), so the counters are the
 same numbers the MQTT `stats` message carries and the loop pays nothing per frame for
 them beyond a bucket count for `leukedge_invoke_seconds` (edge/station/state.py).
+
+Every labelled counter has a series for each label value it can take from the start (the
+running model's classes, `refer`, `insufficient`, every bad-frame and dropped-connection
+reason), at 0 until first counted: `rate()` and `increase()` then see the first event,
+and a dashboard's panel exists before it. The client's process collector adds `process_*`.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 
+from edge.errors import BAD_FRAME_REASONS
+from edge.samples import INSUFFICIENT
+from edge.station.gate import DROP_REASONS
 from edge.station.state import INVOKE_BUCKETS_S
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -21,6 +29,7 @@ class StationMetrics:
     def __init__(self, station):
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_SnapshotCollector(station))
+        ProcessCollector(registry=self.registry)  # process_* (a custom registry has no default collectors)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -45,15 +54,11 @@ class _SnapshotCollector:
         yield CounterMetricFamily("leukedge_unfamiliar_fields_total",
                                   "Fields the unfamiliar-input guard referred (unlike the training data)",
                                   value=c["unfamiliar"])
-        results = CounterMetricFamily("leukedge_results_total", "Field results by decision", labels=["decision"])
-        for decision, n in sorted(c["results"].items()):
-            results.add_metric([decision], n)
-        yield results
-        bad = CounterMetricFamily("leukedge_bad_frames_total", "Frames skipped as unusable, by reason",
-                                  labels=["reason"])
-        for reason, n in sorted(c["bad_frames"].items()):
-            bad.add_metric([reason], n)
-        yield bad
+        labels = list(m["labels"])
+        yield _by_label("leukedge_results_total", "Field results by decision", "decision",
+                        [*labels, "refer"], c["results"])
+        yield _by_label("leukedge_bad_frames_total", "Frames skipped as unusable, by reason", "reason",
+                        BAD_FRAME_REASONS, c["bad_frames"])
         counts, total = invoke
         cumulative, buckets = 0, []
         for bound, n in zip((*map(str, INVOKE_BUCKETS_S), "+Inf"), counts):
@@ -61,7 +66,11 @@ class _SnapshotCollector:
             buckets.append((bound, cumulative))
         yield HistogramMetricFamily("leukedge_invoke_seconds", "Model invoke time per classified field",
                                     buckets=buckets, sum_value=total)
-        yield CounterMetricFamily("leukedge_samples_total", "Samples (slides) closed", value=c["samples_closed"])
+        yield _by_label("leukedge_samples_total", "Samples (slides) closed, by decision", "decision",
+                        [*labels, "refer", INSUFFICIENT], c["samples"])
+        yield GaugeMetricFamily("leukedge_last_field_timestamp_seconds",
+                                "Unix time of the last classified field (0 before the first)",
+                                value=c["last_field_unix"] or 0.0)
         yield GaugeMetricFamily("leukedge_outbox_backlog", "Messages waiting in the outbox", value=ob["backlog"])
         yield GaugeMetricFamily("leukedge_outbox_oldest_age_seconds", "Age of the oldest queued message",
                                 value=ob["oldest_age_s"] or 0.0)
@@ -80,6 +89,9 @@ class _SnapshotCollector:
         yield mqtt
         yield GaugeMetricFamily("leukedge_camera_up", "1 while the source is open",
                                 value=int(s["camera"]["state"] == "open"))
+        if ob["disk_free_bytes"] is not None:
+            yield GaugeMetricFamily("leukedge_disk_free_bytes", "Free bytes on the outbox's file system",
+                                    value=ob["disk_free_bytes"])
         if s["cpu_temp_c"] is not None:
             yield GaugeMetricFamily("leukedge_cpu_temperature_celsius", "SoC temperature", value=s["cpu_temp_c"])
 
@@ -90,8 +102,13 @@ class _SnapshotCollector:
             return
         yield CounterMetricFamily("leukedge_ui_auth_failures_total", "Wrong page passwords (all clients)",
                                   value=server.backoff.failures)
-        dropped = CounterMetricFamily("leukedge_ui_connections_dropped_total",
-                                      "Page connections closed unanswered or refused, by reason", labels=["reason"])
-        for reason, n in server.gate.dropped.items():
-            dropped.add_metric([reason], n)
-        yield dropped
+        yield _by_label("leukedge_ui_connections_dropped_total", "Page connections closed unanswered or refused, "
+                        "by reason", "reason", DROP_REASONS, server.gate.dropped)
+
+
+def _by_label(name: str, doc: str, label: str, known, counts: dict) -> CounterMetricFamily:
+    """A counter with one series per known label value (0 until counted), plus any other value counted."""
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for value in dict.fromkeys([*known, *sorted(counts)]):
+        family.add_metric([value], counts.get(value, 0))
+    return family

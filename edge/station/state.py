@@ -86,6 +86,7 @@ class StationState:
         self.fields: collections.deque[dict] = collections.deque(maxlen=RECENT_FIELDS)
         self.samples: collections.deque[dict] = collections.deque(maxlen=RECENT_SAMPLES)
         self.decisions: collections.Counter[str] = collections.Counter()
+        self.sample_decisions: collections.Counter[str] = collections.Counter()
         self.invoke = InvokeHistogram()
         self.latest: dict | None = None  # the latest result message
         self.last_sample: dict | None = None  # the latest closed sample message
@@ -120,6 +121,7 @@ class StationState:
                                     "label": p["label"], "decision": p["decision"]})
         elif kind == SAMPLE:
             self.last_sample = p
+            self.sample_decisions[p["decision"]] += 1
             self.samples.appendleft({"ts": p["ts"], "sample_id": p["sample_id"], "n_fields": p["n_fields"],
                                      "label": p["label"], "decision": p["decision"], "reason": p["reason"]})
 
@@ -147,10 +149,13 @@ class StationState:
                 "last_error": link["last_error"]}
         outbox = {**view.outbox.stats(), "oldest_age_s": view.outbox.oldest_age_s(),
                   "disk_free_mb": None if self._disk is None else round(self._disk[0] / 2**20),
+                  "disk_free_bytes": None if self._disk is None else self._disk[0],
                   "result_log_error": view.results.stats()["disk_error"] if view.results else None}
         counts = {"frames": stats.frames, "fields": stats.fields, "unfamiliar": stats.unfamiliar,
                   "bad_frames": dict(stats.bad),
-                  "results": dict(self.decisions), "samples_closed": pool.closed}
+                  "results": dict(self.decisions), "samples_closed": pool.closed,
+                  "samples": dict(self.sample_decisions),
+                  "last_field_unix": None if self.latest is None else _unix(self.latest["ts"])}
         state = {
             "schema": SCHEMA, "ts": utc_now(), "tz": self.tz, "device": self.info["device"],
             "agent_version": self.info["agent_version"], "model": _model(self.info),
@@ -245,6 +250,11 @@ class StationState:
                 self.model_file.write_text(json.dumps(new))
             except OSError as exc:
                 log.warning("station: cannot record the model in %s (%s)", self.model_file, exc.strerror)
+
+
+def _unix(ts: str) -> float:
+    """A message's ISO UTC time (edge.messages.utc_now) -> unix seconds."""
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
 def mqtt_state(enabled: bool, connected: bool) -> str:
