@@ -69,19 +69,21 @@ def model_facts(reports: dict[str, dict], bundles: dict, deployed: str, expected
         passed, beats = arch in bundles, (rep.get("beats_baseline") or 0) > 0
         acc, base = rep["accuracy"], rep["baseline_accuracy"]
         if arch == deployed:
-            why = (f"deployed: it passed the int8 gate and beats the colour baseline "
-                   f"({100 * acc:.1f} % against {100 * base:.1f} %)")
+            status, why = "deployed", (f"it passed the int8 gate and beats the colour baseline "
+                                       f"({100 * acc:.1f} % against {100 * base:.1f} %)")
         elif not beats:
-            why = f"kept off the box: below the colour baseline ({100 * acc:.1f} % against {100 * base:.1f} %)"
+            status, why = "kept off the box", (f"below the colour baseline ({100 * acc:.1f} % against "
+                                               f"{100 * base:.1f} %), so the deploy rule keeps it off")
         elif not passed:
-            why = "kept off the box: the int8 gate refused it (its int8 copy loses too much accuracy)"
+            status, why = "kept off the box", "the int8 gate refused it: its int8 copy loses too much accuracy"
         else:
-            why = f"not deployed: {deployed} comes first"
+            status, why = "not deployed", f"{deployed} comes first"
         if arch != deployed and arch in expected_off:
-            why += f"; expected here: {expected_off[arch]}"
+            why += f"; expected on a CPU: {expected_off[arch]}"
         facts[arch] = {"test_accuracy": acc, "accuracy_box": rep.get("accuracy_box"), "colour_baseline": base,
                        "int8_gate": "passed" if passed else "refused",
-                       "bundle": str(bundles[arch]) if passed else None, "deployed": arch == deployed, "why": why}
+                       "bundle": str(bundles[arch]) if passed else None, "deployed": arch == deployed,
+                       "status": status, "why": why}
     return facts
 
 
