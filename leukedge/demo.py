@@ -23,6 +23,7 @@ import yaml
 
 from edge.errors import BadInput, LeukedgeError
 from edge.messages import DEFAULT_PREFIX
+from leukedge import demoreport
 from leukedge.cli import main as cli_main
 from leukedge.lab import LabSystem, slide_id
 from leukedge.localbroker import Broker, free_port, mosquitto_available
@@ -43,6 +44,10 @@ RECIPES = {
 # points; the default 0.5 would refuse a model for one image flipping. Real splits of hundreds
 # of images keep the default.
 DEMO_MAX_DROP = "2.0"
+# Why a model is expected to stay off the box in the demo, said before its step and in the summary
+# so the gate's refusal reads as the rule working, not as the demo failing.
+EXPECTED_OFF = {"mobilenetv2": "it trains from random weights here, and no CPU budget tried lets it learn these "
+                               "fields (with ImageNet weights or a GPU it does; see README)"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
         run_dir, bundle = out / "runs" / arch, out / "bundles" / arch
         size, epochs = args.size or recipe["size"], args.epochs or recipe["epochs"]
         _step(f"{2 + i}/5 train {arch} ({epochs} epochs at {size} px) and convert it")
+        if arch in EXPECTED_OFF:
+            print(f"  expected on a CPU: {arch} stays below the colour baseline and off the box; "
+                  f"{EXPECTED_OFF[arch]}. An int8 gate error below is the deploy rule at work, "
+                  "not the demo failing", flush=True)
         _cli(["train", "--data", str(data), "--arch", arch, "--out", str(run_dir), "--img-size", str(size),
               "--epochs", str(epochs), "--seed", str(args.seed), *recipe["args"]])
         rc = _cli(["convert", str(run_dir), "--out", str(bundle), "--calib", "200", "--max-drop", DEMO_MAX_DROP],
@@ -82,24 +91,34 @@ def run(args: argparse.Namespace) -> int:
         if rc == 0:
             bundles[arch] = bundle
         else:
-            print(f"  the int8 gate refused {arch}: it is not deployed (see {bundle}.rejected/)")
+            print(f"  the int8 gate refused {arch}{' (as expected here)' if arch in EXPECTED_OFF else ''}: "
+                  f"it is not deployed (see {bundle}.rejected/)")
 
-    deployed = choose_deployed(bundles, {a: _report(out, a) for a in RECIPES})
+    reports = {a: _report(out, a) for a in RECIPES}
+    deployed = choose_deployed(bundles, reports)
     _step(f"4/5 edge agent ({deployed} bundle) on the microscope video")
-    summary = _agent_on_video(bundles[deployed], video, out / "agent", offline=args.offline,
-                              linger=-1 if args.serve else PAGE_LINGER_S if sys.stdout.isatty() else 0)
+    run_ = _agent_on_video(bundles[deployed], video, out / "agent", offline=args.offline,
+                           linger=-1 if args.serve else PAGE_LINGER_S if sys.stdout.isatty() else 0)
     _step("5/5 summary")
-    for arch in RECIPES:
-        report = _report(out, arch)
-        box = report.get("accuracy_box")
-        print(f"  {arch:12s} test accuracy {report['accuracy']:.3f}"
+    models = demoreport.model_facts(reports, bundles, deployed, EXPECTED_OFF)
+    for arch, facts in models.items():
+        box = facts["accuracy_box"]
+        print(f"  {arch:12s} test accuracy {facts['test_accuracy']:.3f}"
               + (f" (as the box decides, TTA and calibration applied: {box:.3f})" if box is not None else "")
-              + f"  colour baseline {report['baseline_accuracy']:.3f}  (split: {report['split']['protocol']})")
-        where = f"bundle {bundles[arch]}" if arch in bundles else "refused by the int8 gate"
-        print(f"  {'':12s} {where}{'  <- deployed' if arch == deployed else ''}")
-    for line in summary:
+              + f"  colour baseline {facts['colour_baseline']:.3f}  (split: {reports[arch]['split']['protocol']})")
+        print(f"  {'':12s} {facts['status']}: {facts['why']}")
+    for line in run_["lines"]:
         print(f"  {line}")
-    print(f"  plots: {out / 'runs' / 'custom_cnn'}/*.png   total {time.monotonic() - t0:.0f} s")
+    rows = demoreport.slide_rows(run_["samples"], run_["results"], run_["slides"])
+    print()
+    for line in demoreport.table(rows):
+        print(f"  {line}")
+    seconds = {"total": time.monotonic() - t0, "agent": run_["seconds"]}
+    path = demoreport.write_summary(out / "summary.json",
+                                    demoreport.summary(deployed, models, rows, run_["mode"], seconds))
+    print(f"\n  {deployed} ran on the box because {models[deployed]['why']}.")
+    print(f"  plots: {out / 'runs' / 'custom_cnn'}/*.png   summary for scripts: {path}   "
+          f"total {seconds['total']:.0f} s")
     return 0
 
 
@@ -116,12 +135,15 @@ def choose_deployed(bundles: dict[str, Path], reports: dict[str, dict]) -> str:
     raise LeukedgeError(f"no model both passed the int8 gate and beat the colour baseline ({said}); nothing to deploy")
 
 
-def _agent_on_video(bundle: Path, video: Path, work: Path, offline: bool, linger: float = 0) -> list[str]:
-    """Run the agent as its own process on the video, paced at its frame rate, with a lab system on MQTT."""
+def _agent_on_video(bundle: Path, video: Path, work: Path, offline: bool, linger: float = 0) -> dict:
+    """Run the agent as its own process on the video, paced at its frame rate, with a lab system on MQTT.
+    Returns what the summary needs: summary `lines`, the `samples` and `results` the agent sent, the
+    video's `slides`, the `mode` (broker or offline) and the agent's `seconds`."""
     meta = json.loads(Path(f"{video}.json").read_text())
     work.mkdir(parents=True, exist_ok=True)
     outbox = work / "outbox.db"
     outbox.unlink(missing_ok=True)
+    (work / "results.jsonl").unlink(missing_ok=True)  # the log appends: a rerun's summary reads this run only
     broker = None if offline or not mosquitto_available() else Broker(work / "broker").start()
     config = {"source": {"fps": meta["fps"]}, "mqtt": {"stats_interval_s": 0.2}}
     if broker is None:  # no lab system to say where slides change: pool a slide's worth of fields per sample
@@ -143,14 +165,19 @@ def _agent_on_video(bundle: Path, video: Path, work: Path, offline: bool, linger
                   f"  without a lab system a sample closes after {meta['per_slide']} fields")
             t = time.monotonic()
             _run_agent(cmd, work / "agent.log")
-            return _offline_summary(outbox, time.monotonic() - t)
+            wall = time.monotonic() - t
+            samples, results = demoreport.read_log(work / "results.jsonl")
+            return {"lines": _offline_summary(outbox, wall), "samples": samples, "results": results,
+                    "slides": meta["slides"], "mode": "offline", "seconds": wall}
         lab = LabSystem(broker.port, DEFAULT_PREFIX, DEVICE, meta["slides"])
         print("  slides: " + ", ".join(f"{slide_id(s)} {s['label']}" for s in meta["slides"]))
         t = time.monotonic()
         _run_agent(cmd, work / "agent.log")
         time.sleep(0.5)
         lab.stop()
-        return lab.summary(time.monotonic() - t)
+        wall = time.monotonic() - t
+        return {"lines": lab.summary(wall), "samples": lab.samples, "results": list(lab.results.values()),
+                "slides": meta["slides"], "mode": "broker", "seconds": wall}
     finally:
         if broker:
             broker.stop()

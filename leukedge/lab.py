@@ -105,18 +105,13 @@ class LabSystem:
         self.client.disconnect()
 
     def summary(self, wall: float) -> list[str]:
+        """The agent's field counts; the per-slide table (leukedge/demoreport.py) says the rest."""
         decisions: dict[str, int] = {}
         for r in self.results.values():
             decisions[r["decision"]] = decisions.get(r["decision"], 0) + 1
-        right = sum(s["decision"] == self.truth(s["sample_id"]) for s in self.samples)
-        refer = sum(s["decision"] == "refer" for s in self.samples)
-        short = [s for s in self.samples if s["decision"] == "insufficient"]
-        fewest = f" (fields: {', '.join(str(s['n_fields'] - s['n_unfamiliar']) for s in short)} of " \
-                 f"{short[0]['min_fields']} needed)" if short else ""
         return [f"agent: {len(self.results)} fields classified, field decisions {decisions}, {wall:.1f} s wall "
-                f"(paced at the video's frame rate, incl. start-up)",
-                f"samples: {len(self.samples)} closed for {len(self.slides)} slides; decision = the slide's class "
-                f"for {right} of {len(self.samples)}, refer {refer}, insufficient evidence {len(short)}{fewest}"]
+                f"(paced at the video's frame rate, incl. start-up); {len(self.samples)} samples closed "
+                f"for {len(self.slides)} slides"]
 
 
 def sample_words(sample: dict) -> str:
