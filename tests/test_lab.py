@@ -12,6 +12,7 @@ from edge.agent import Agent
 from edge.config import load_config
 from edge.messages import SampleMessage
 from leukedge.bundle_factory import make_small_bundle
+from leukedge.demoreport import slide_rows, totals
 from leukedge.lab import LabSystem, field_reason, sample_words, slide_id
 
 SLIDES = [{"slide": 0, "label": "Pre", "fields": [0, 2], "frames": [0, 40]},
@@ -73,9 +74,11 @@ def test_agent_pools_each_slide_into_its_own_sample(tmp_path, broker):
         SampleMessage.model_validate(s)
         assert (s["decision"], s["min_fields"], s["n_unfamiliar"]) == ("insufficient", 5, 0)
         assert s["reason"] == "too few fields: 2 of 5 — scan more fields or refer" and len(s["probs"]) == 4
-    summary = lab.summary(1.0)
-    assert "2 closed for 2 slides" in summary[1]
-    assert "for 0 of 2, refer 0, insufficient evidence 2 (fields: 2, 2 of 5 needed)" in summary[1]
+    assert "4 fields classified" in lab.summary(1.0)[0] and "2 samples closed for 2 slides" in lab.summary(1.0)[0]
+    rows = slide_rows(lab.samples, list(lab.results.values()), meta["slides"])  # the demo's per-slide table
+    assert [(r["slide"], r["decision"], r["n_fields"]) for r in rows] == [("slide-1", "insufficient", 2),
+                                                                        ("slide-2", "insufficient", 2)]
+    assert totals(rows)["insufficient"] == 2 and totals(rows)["wrong"] == 0
 
 
 def test_sample_decisions_in_words():
