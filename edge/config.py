@@ -138,6 +138,8 @@ class MQTTConfig(_Strict):
     reconnect_max_s: float = Field(60.0, gt=0)
     inflight: int = Field(50, ge=1, le=1000)
     stats_interval_s: float = Field(30.0, gt=0)
+    homeassistant: bool = False  # publish Home Assistant discovery configs on connect (edge.homeassistant)
+    homeassistant_prefix: str = "homeassistant"  # HA's discovery prefix
 
     @field_validator("url", mode="before")
     @classmethod
@@ -152,7 +154,7 @@ class MQTTConfig(_Strict):
         u.port  # noqa: B018 - raises ValueError on a bad port
         return v
 
-    @field_validator("prefix")
+    @field_validator("prefix", "homeassistant_prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
         if not v or any(c in v for c in "#+\0") or v.startswith("/") or v.endswith("/"):

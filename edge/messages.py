@@ -35,6 +35,12 @@ def topic(prefix: str, device_id: str, name: str) -> str:
     return f"{prefix}/{device_id}/{name}"
 
 
+def discovery_topic(discovery_prefix: str, component: str, node_id: str, object_id: str) -> str:
+    """Home Assistant's discovery topic `<discovery_prefix>/<component>/<node_id>/<object_id>/config`
+    (edge.homeassistant; outside the `<prefix>/<device>/` tree, where HA looks)."""
+    return f"{discovery_prefix}/{component}/{node_id}/{object_id}/config"
+
+
 def command_leaf(name: str) -> str:
     """The leaf a command travels on, e.g. `cmd/sample/start`."""
     return f"{CMD}/{name}"

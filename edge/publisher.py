@@ -7,7 +7,8 @@ after a reconnect, so nothing handed over is lost or sent twice by us). Callback
 append to thread-safe deques: SQLite is touched by the agent's thread alone.
 
 On every (re)connect: retained `online` on `status`, retained `info`, subscribe to
-`cmd/#`. The Last Will is a retained `offline`. Commands carrying the retain flag are
+`cmd/#`; with `mqtt.homeassistant`, the retained Home Assistant discovery configs
+(edge.homeassistant). The Last Will is a retained `offline`. Commands carrying the retain flag are
 ignored: under MQTT 5 (the default) the subscription asks for Retain As Published, so a
 retained command is recognised live as well as on subscribing; MQTT 3.1.1 clears the flag
 on live delivery and cannot tell. With MQTT off the agent talks to `Offline` instead,
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit
 
 from edge.commands import BadCommand, Command, parse
 from edge.errors import BadInput
+from edge.homeassistant import discovery_configs
 from edge.loglimit import LimitedLog
 from edge.messages import ALL_COMMANDS, INFO, STATUS, command_leaf, encode, topic
 
@@ -196,6 +198,9 @@ class Publisher(_Link):
         client.publish(self.topic(STATUS), "online", qos=1, retain=True)
         if self.info is not None:
             client.publish(self.topic(INFO), encode(self.info), qos=1, retain=True)
+        if self.cfg.homeassistant:
+            for ha_topic, config in discovery_configs(self.cfg.prefix, self.device_id, self.cfg.homeassistant_prefix).items():
+                client.publish(ha_topic, encode(config), qos=1, retain=True)
         if self.cfg.protocol == "5":  # Retain As Published: a live retained command keeps its flag (and is ignored)
             from paho.mqtt.subscribeoptions import SubscribeOptions
 
