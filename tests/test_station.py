@@ -299,7 +299,7 @@ def test_demo_agent_serves_its_page_after_the_video(tmp_path, bundle, capsys):
     meta = write_video(tmp_path / "v.mp4", n_fields=3, size=320, seed=2, fps=15)
     summary: list = []
     t = threading.Thread(target=lambda: summary.extend(
-        _agent_on_video(bundle, tmp_path / "v.mp4", tmp_path / "work", offline=True, linger=6)), daemon=True)
+        _agent_on_video(bundle, tmp_path / "v.mp4", tmp_path / "work", offline=True, linger=6)["lines"]), daemon=True)
     t.start()
     printed = []
 
