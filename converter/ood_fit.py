@@ -125,8 +125,8 @@ def fit(features_of: Callable[[np.ndarray], np.ndarray], x_train: np.ndarray, y_
     probe = OodSection(method=METHOD, threshold=0.0, quantile=QUANTILE, stats=stat_regions(x_train),
                        features_dim=int(f_train.shape[1]))
     guard = Guard.load(probe, path)
-    val_scores = guard.feature_scores(features_of(x_val))
-    threshold = quantile_threshold(val_scores)
+    val_features = features_of(x_val)
+    threshold = quantile_threshold(guard.feature_scores(val_features))
     section = probe.model_copy(update={
         "threshold": threshold,
         "fit": {"means_and_covariance": "train split",
@@ -134,24 +134,25 @@ def fit(features_of: Callable[[np.ndarray], np.ndarray], x_train: np.ndarray, y_
                 "n_train": int(len(x_train)), "n_val": int(len(x_val)), "components": int(directions.shape[1])},
     })
     guard = Guard(section, means, directions, variances, rest)
-    section.report = report(guard, features_of, x_val, val_scores, seed)
+    section.report = report(guard, features_of, x_val, val_features, seed)
     return section
 
 
-def flagged(guard: Guard, scores: np.ndarray, images: np.ndarray) -> np.ndarray:
-    return np.array([s > guard.section.threshold or bool(guard.reasons(image_stats(x)))
-                     for s, x in zip(scores, images)], bool)
+def flag_rate(guard: Guard, features: np.ndarray, images: np.ndarray) -> float:
+    """Share of fields the box would call unfamiliar: `score_field`, the agent's own rule, field by field."""
+    return float(np.mean([guard.score_field(f, x).unfamiliar for f, x in zip(features, images)]))
 
 
-def report(guard: Guard, features_of, x_val: np.ndarray, val_scores: np.ndarray, seed: int = 0) -> dict:
+def report(guard: Guard, features_of, x_val: np.ndarray, val_features: np.ndarray, seed: int = 0) -> dict:
     """Flag rates on the validation split and its shifted copies; AUROC of the feature score alone."""
-    out = {"validation": {"n": int(len(x_val)), "flag_rate": float(flagged(guard, val_scores, x_val).mean())},
-           "shifted": {}}
+    val_scores = guard.feature_scores(val_features)
+    out = {"validation": {"n": int(len(x_val)), "flag_rate": flag_rate(guard, val_features, x_val)}, "shifted": {}}
     shifted_all = []
     for name, images in shifted_sets(x_val, seed).items():
-        scores = guard.feature_scores(features_of(images))
+        features = features_of(images)
+        scores = guard.feature_scores(features)
         shifted_all.append(scores)
-        out["shifted"][name] = {"n": int(len(images)), "flag_rate": float(flagged(guard, scores, images).mean()),
+        out["shifted"][name] = {"n": int(len(images)), "flag_rate": flag_rate(guard, features, images),
                                 "auroc_features": auroc(val_scores, scores)}
     out["auroc_features"] = auroc(val_scores, np.concatenate(shifted_all))
     return out

@@ -167,7 +167,7 @@ class Guard:
         self.inv_rest = float(1.0 / rest_variance)
         self.mean_proj = self.means @ self.directions  # (C, k)
         self.mean_sq = np.einsum("cd,cd->c", self.means, self.means)  # (C,)
-        self.regions = {group: (STAT_GROUPS[group], *region.arrays()) for group, region in section.stats.items()}
+        self.regions = {group: region.arrays() for group, region in section.stats.items()}
 
     @classmethod
     def load(cls, section: OodSection, path: Path, n_labels: int | None = None) -> "Guard":
@@ -208,8 +208,8 @@ class Guard:
     def reasons(self, stats: dict[str, float]) -> tuple[str, ...]:
         """The statistic groups outside their familiar region, in STAT_GROUPS order."""
         out = []
-        for group, (names, mean, inv_cov, limit) in self.regions.items():
-            d = np.array([stats[name] for name in names]) - mean
+        for group, (mean, inv_cov, limit) in self.regions.items():
+            d = group_values(stats, group) - mean
             if d @ inv_cov @ d > limit:
                 out.append(group)
         return tuple(out)
