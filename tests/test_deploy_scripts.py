@@ -271,6 +271,10 @@ def test_rendered_broker_config_runs(tmp_path):
         assert try_connect(b.local_port, "devA", b.password("devA")) == "Success"
         assert try_connect(b.tls_port, "lab", b.password("lab"), b.ca) == "Success"
         log = b.log()
+    # Broker.start() knows the broker is up when a plain TCP connect to the TLS port succeeds; that
+    # probe closes without a handshake, which mosquitto logs as an SSL EOF: the harness's, not the config's.
+    probe = ("unexpected eof while reading", "Client <unknown> disconnected: Protocol error.")
+    log = "\n".join(line for line in log.splitlines() if not line.endswith(probe))
     assert "Error" not in log, log
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (b.etc / "leukedge").rglob("*") if p.is_file()}
     assert modes["ca.key"] == modes["devA.password"] == "0o600"
