@@ -72,8 +72,9 @@ def render(manifest, validation: dict, run_report: dict) -> str:
         f"- Post-processing (fitted on the validation split on the {fit.get('source_format', 'int8')} outputs): "
         f"TTA {pp.tta}, temperature {pp.temperature:.3f}, log prior shift {pp.log_prior_shift}, sample pooling "
         f"{pp.pool}.",
-        f"- A field or sample is `refer` when its top probability is below {manifest.thresholds.refer_below:.3f} "
+        f"- A field is `refer` when its top probability is below {manifest.thresholds.refer_below:.3f} "
         "(chosen so at most 1 % of accepted validation fields are wrong; see risk_coverage.png).",
+        *_slide_cutoff_lines(manifest.thresholds),
         *_guard_lines(manifest.ood),
         "",
         "## Limits",
@@ -113,3 +114,13 @@ def write(bundle: Path, manifest, validation: dict, run_dir: Path) -> Path:
     path = Path(bundle) / "MODEL_CARD.md"
     path.write_text(render(manifest, validation, report))
     return path
+
+
+def _slide_cutoff_lines(thresholds) -> list[str]:
+    """The slide decision's own cut-off, when the bundle has one (older bundles use the field's)."""
+    cut = thresholds.sample_refer_below
+    if cut is None:
+        return ["- A slide (sample) is `refer` when its pooled top probability is below the same value."]
+    return [f"- A slide (sample) is `refer` when its pooled top probability is below {cut:.3f} (the same rule on "
+            "simulated slides of validation fields; they are independent draws, fields of one real slide are "
+            "more alike)."]

@@ -42,7 +42,8 @@ def fit_box(run, primary: tuple[Path, str] | None, val_probs: np.ndarray, x_val,
     """Fit tta, prior shift, temperature, refer threshold and pooling on validation (see module docstring)."""
     from edge.thresholds import choose_refer_below
     from converter.validate import run_format
-    from trainer.calibrate import box_metrics, compare_pooling, fit_postprocess
+    from edge.samples import DEFAULT_MIN_FIELDS
+    from trainer.calibrate import box_metrics, compare_pooling, fit_postprocess, sample_cutoff
 
     model_prior, expected = priors(run)
     val_tta = run_format(primary[0], primary[1], x_val, tta=True)[0] if primary else None
@@ -59,14 +60,19 @@ def fit_box(run, primary: tuple[Path, str] | None, val_probs: np.ndarray, x_val,
                                                         "on": "post-processed probabilities"}
     pooling = compare_pooling(y_val, val_box, thresholds["refer_below"])
     params = chosen.model_copy(update={"pool": pooling["chosen"]})
+    slide = sample_cutoff(y_val, val_box, params.pool, DEFAULT_MIN_FIELDS)
+    if slide is not None:
+        thresholds["sample_refer_below"] = slide["sample_refer_below"]
+        pooling["sample_cutoff"] = slide
     info = {"params": params.model_dump(), "fitted_on": "val", "source_format": thresholds["source_format"],
             "model_prior": [round(float(v), 4) for v in model_prior],
             "expected_prior": [round(float(v), 4) for v in expected],
             "val": {"without_tta": plain_box, "with_tta": tta_box, "tta_chosen": chosen.tta == "dihedral",
                     "ece_before": box_metrics(y_val, val_probs)["ece_box"], "accuracy": box_metrics(y_val, val_probs)["accuracy_box"]},
             "samples_val": pooling}
+    slide_words = f", slide cut-off {slide['sample_refer_below']:.3f}" if slide else ""
     echo(f"post-processing: tta {params.tta}, temperature {params.temperature:.3f}, prior shift "
-         f"{params.log_prior_shift}, pooling {params.pool}; validation ECE {100 * info['val']['ece_before']:.2f} % "
+         f"{params.log_prior_shift}, pooling {params.pool}{slide_words}; validation ECE {100 * info['val']['ece_before']:.2f} % "
          f"-> {100 * box_metrics(y_val, val_box)['ece_box']:.2f} %")
     return BoxFit(params, thresholds, info)
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from edge import __version__
 from edge.commands import apply
-from edge.components import Components, build_components, open_guard, threshold_in_force
+from edge.components import Components, build_components, open_guard, sample_threshold_in_force, threshold_in_force
 from edge.errors import BadFrame
 from edge.loglimit import LimitedLog
 from edge.messages import EVENT, RESULT, SAMPLE, SCHEMA, STATS, encode, result_payload, utc_now
@@ -217,7 +217,8 @@ class Agent:
         manifest = parts.manifest
         parts.guard, parts.guard_off = open_guard(parts.bundle, manifest, parts.backend)
         parts.samples.use_model(manifest.labels, threshold_in_force(self.cfg, manifest), parts.entry.sha256,
-                                manifest.postprocess.pool, manifest.thresholds.min_fields)
+                                manifest.postprocess.pool, manifest.thresholds.min_fields,
+                                sample_threshold_in_force(self.cfg, manifest))
         old.close()
         parts.min_side = frame_min_side(manifest.input, self.cfg.gate.analysis_width)
         parts.source.set_min_side(parts.min_side)
@@ -237,7 +238,8 @@ class Agent:
                   "tta": manifest.postprocess.tta, "postprocess": manifest.postprocess.model_dump()}
         thresholds = {**manifest.thresholds.model_dump(), "refer_below": parts.samples.refer_below,
                       "manifest_refer_below": manifest.thresholds.refer_below,
-                      "refer_below_source": "manifest" if cfg.thresholds.refer_below is None else "config"}
+                      "refer_below_source": "manifest" if cfg.thresholds.refer_below is None else "config",
+                      "sample_refer_below": parts.samples.sample_refer_below}
         return {"schema": SCHEMA, "device": cfg.device_id, "agent_version": __version__, "boot": parts.boot,
                 "bundle": bundle, "backend": parts.backend.name, "model_file": parts.entry.path,
                 "labels": manifest.labels, "thresholds": thresholds,

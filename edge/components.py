@@ -62,6 +62,15 @@ def threshold_in_force(cfg, manifest: Manifest) -> float:
     return manifest.thresholds.refer_below if local is None else local
 
 
+def sample_threshold_in_force(cfg, manifest: Manifest) -> float:
+    """The slide's cut-off: the lab's local `thresholds.sample_refer_below`, else the manifest's,
+    else the field cut-off in force (bundles converted before slides had their own)."""
+    for value in (cfg.thresholds.sample_refer_below, manifest.thresholds.sample_refer_below):
+        if value is not None:
+            return value
+    return threshold_in_force(cfg, manifest)
+
+
 def build_components(cfg, source: Watchdog | None = None, bundle: Path | None = None) -> Components:
     """Everything an `edge.config.AgentConfig` describes; `source` replaces the configured one,
     `bundle` the configured bundle folder."""
@@ -87,7 +96,8 @@ def build_components(cfg, source: Watchdog | None = None, bundle: Path | None = 
     outbox = Outbox(ob.path, ob.max_rows, ob.max_bytes, ob.synchronous, ob.memory_rows)
     boot = outbox.next_boot()
     samples = SamplePool(cfg.sample, cfg.device_id, boot, manifest.labels, threshold_in_force(cfg, manifest),
-                         entry.sha256, manifest.postprocess.pool, manifest.thresholds.min_fields)
+                         entry.sha256, manifest.postprocess.pool, manifest.thresholds.min_fields,
+                         sample_threshold_in_force(cfg, manifest))
     results = ResultLog(log_cfg.path, log_cfg.max_bytes, log_cfg.backups, ob.memory_rows) if log_cfg.path else None
     publisher = Publisher(cfg.mqtt, cfg.device_id, outbox) if cfg.mqtt.url else Offline(cfg.mqtt, cfg.device_id)
     return Components(bundle=bundle, manifest=manifest, entry=entry, backend=backend, source=source, outbox=outbox,

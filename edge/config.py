@@ -277,7 +277,9 @@ class UpdateConfig(_Strict):
 
 
 class ThresholdsConfig(_Strict):
-    refer_below: float | None = Field(None, ge=0.0, le=1.0)  # None = the bundle manifest's
+    refer_below: float | None = Field(None, ge=0.0, le=1.0)  # a field's cut-off; None = the bundle manifest's
+    # a slide's cut-off; None = the manifest's, else the field's (older bundles have none)
+    sample_refer_below: float | None = Field(None, ge=0.0, le=1.0)
 
 
 class AgentConfig(_Strict):

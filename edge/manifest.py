@@ -66,6 +66,8 @@ class Thresholds(BaseModel):
     model_config = ConfigDict(extra="allow")
     refer_below: float = Field(0.5, ge=0.0, le=1.0)
     min_fields: int | None = Field(None, ge=1)  # a suggested samples.min_fields (the box's config wins)
+    # the slide decision's cut-off on pooled probabilities; None (older bundles) = refer_below
+    sample_refer_below: float | None = Field(None, ge=0.0, le=1.0)
 
 
 class Manifest(BaseModel):

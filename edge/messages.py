@@ -134,6 +134,7 @@ class SampleMessage(_Msg):
     n_fields: int = Field(ge=1)  # every field of the sample, familiar or not
     n_unfamiliar: int = Field(ge=0)  # of which unfamiliar (counted, never pooled into the class)
     min_fields: int = Field(ge=1)  # familiar fields a class decision needs
+    refer_below: float = Field(ge=0.0, le=1.0)  # the slide cut-off this decision used
     first_seq: int
     last_seq: int
     label: str | None  # the pooled top class; None when no familiar field was pooled

@@ -11,7 +11,9 @@ The slide decision (`verdict`), in this order:
 1. `refer`, "unfamiliar input: ...": more than `max_unfamiliar` of its fields were unfamiliar
    (edge/ood.py); those fields are counted but never pooled into a class;
 2. `insufficient`, "too few fields: N of M ...": fewer than `min_fields` familiar fields;
-3. `refer`, "not confident": the pooled top probability is below `refer_below`;
+3. `refer`, "not confident": the pooled top probability is below the slide cut-off
+   `sample_refer_below` (fitted by the converter on simulated slides of validation fields;
+   a pooled probability is calibrated differently from one field's, so it has its own);
 4. otherwise the pooled top class.
 """
 
@@ -58,9 +60,10 @@ class Sample:
 
 class SamplePool:
     def __init__(self, cfg, device_id: str, boot: int, labels: list[str], refer_below: float, model_sha256: str,
-                 pooling: str = "mean_prob", suggested_min_fields: int | None = None):
+                 pooling: str = "mean_prob", suggested_min_fields: int | None = None,
+                 sample_refer_below: float | None = None):
         self.cfg = cfg
-        self.use_model(labels, refer_below, model_sha256, pooling, suggested_min_fields)
+        self.use_model(labels, refer_below, model_sha256, pooling, suggested_min_fields, sample_refer_below)
         self.prefix = f"{device_id}-{boot}"
         self.current: Sample | None = None
         self.closed = 0
@@ -68,11 +71,14 @@ class SamplePool:
         self.notice: dict | None = None  # what the last sample command did, for the page: {"n", "ts", "text"}
 
     def use_model(self, labels: list[str], refer_below: float, model_sha256: str, pooling: str = "mean_prob",
-                  suggested_min_fields: int | None = None) -> None:
+                  suggested_min_fields: int | None = None, sample_refer_below: float | None = None) -> None:
         """What the running model decides with: at start and after a bundle switch (which closes the
-        open sample first, so no sample mixes two models). `min_fields`: the config's, else the
-        manifest's suggestion (`thresholds.min_fields`), else DEFAULT_MIN_FIELDS."""
+        open sample first, so no sample mixes two models). `refer_below` is a field's cut-off,
+        `sample_refer_below` the slide's (None: the field's, as bundles without one had it).
+        `min_fields`: the config's, else the manifest's suggestion (`thresholds.min_fields`), else
+        DEFAULT_MIN_FIELDS."""
         self.labels, self.refer_below, self.model_sha256 = labels, refer_below, model_sha256
+        self.sample_refer_below = refer_below if sample_refer_below is None else sample_refer_below
         self.pooling = pooling  # the manifest's postprocess.pool
         self.min_fields = self.cfg.min_fields or suggested_min_fields or DEFAULT_MIN_FIELDS
 
@@ -156,7 +162,7 @@ class SamplePool:
     def verdict(self, n_fields: int, n_unfamiliar: int, mean: np.ndarray | None) -> Verdict:
         """The slide decision on `n_fields` fields, `n_unfamiliar` of them unfamiliar, and the
         familiar ones' pooled probabilities `mean` (None when there are none)."""
-        label, confident = decide(mean, self.labels, self.refer_below) if mean is not None else (None, "refer")
+        label, confident = decide(mean, self.labels, self.sample_refer_below) if mean is not None else (None, "refer")
         accepted = n_fields - n_unfamiliar
         if n_fields and n_unfamiliar / n_fields > self.cfg.max_unfamiliar:
             return Verdict(label, "refer", UNFAMILIAR)
@@ -175,7 +181,7 @@ class SamplePool:
         v = self.verdict(s.n_fields, s.n_unfamiliar, mean)
         return {"schema": SCHEMA, "id": f"{self.prefix}-s{self.closed}", "ts": utc_now(), "sample_id": s.sample_id,
                 "opened": s.opened, "n_fields": s.n_fields, "n_unfamiliar": s.n_unfamiliar,
-                "min_fields": self.min_fields, "first_seq": s.seqs[0], "last_seq": s.seqs[-1], "label": v.label,
+                "min_fields": self.min_fields, "refer_below": self.sample_refer_below, "first_seq": s.seqs[0], "last_seq": s.seqs[-1], "label": v.label,
                 "probs": None if mean is None else prob_map(mean, self.labels), "decision": v.decision,
                 "reason": v.reason, "closed_by": why, "model_sha256": self.model_sha256}
 

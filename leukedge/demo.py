@@ -27,6 +27,7 @@ from leukedge import demoreport
 from leukedge.cli import main as cli_main
 from leukedge.lab import LabSystem, slide_id
 from leukedge.localbroker import Broker, free_port, mosquitto_available
+from leukedge.quiet import chatter_to
 
 DEVICE = "demo-scope"  # the demo agent's device id
 PAGE_LINGER_S = 30  # the station page stays up this long after the video when a person is watching
@@ -70,6 +71,15 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput("--per-class must be >= 20, --size >= 32 and --epochs >= 1")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    chatter = out / "third-party.log"
+    chatter.unlink(missing_ok=True)
+    with chatter_to(chatter):  # TensorFlow's and TFLite's own lines and warnings: kept there, not shown
+        rc = _run(args, out)
+    print(f"  messages of the libraries underneath (TensorFlow, TFLite, ONNX): {chatter}")
+    return rc
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
     t0 = time.monotonic()
     data, video = out / "data", out / "microscope.mp4"
     _step("1/5 synthetic smears and a microscope video")

@@ -53,6 +53,7 @@ def test_every_format_written_verified_and_loadable(tmp_path):
         m = manifest.metrics[fmt]
         assert set(m) >= {"accuracy", "per_class_recall", "per_class_precision", "n"} and m["n"] > 0
     assert 0.0 <= manifest.thresholds.refer_below <= 1.0
+    assert 0.0 <= manifest.thresholds.sample_refer_below <= 1.0  # the slide's own cut-off, fitted on validation
     assert manifest.training["dataset_fingerprint"] and manifest.training["split_protocol"] == "image"
     assert manifest.versions["tensorflow"] and manifest.versions["keras"]
     assert (bundle / "layer_report.json").is_file()

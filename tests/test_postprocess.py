@@ -17,8 +17,9 @@ from edge.errors import BundleError
 from edge.manifest import Manifest, load_manifest
 from edge.postprocess import PostProcess, postprocess
 from edge.postprocess import classify, dihedral, pool
+from edge.thresholds import choose_refer_below
 from trainer.calibrate import (box_metrics, class_prior, compare_pooling, fit_postprocess, fit_temperature,
-                               prior_shift, risk_coverage)
+                               prior_shift, risk_coverage, sample_cutoff, synthetic_slides)
 from trainer.report import expected_calibration_error
 
 
@@ -143,6 +144,27 @@ def test_pooling_choice_on_synthetic_slides():
     np.testing.assert_allclose(pool(probs[:3], "mean_prob"), probs[:3].mean(0), rtol=1e-6)
     g = pool(probs[:3], "mean_log_prob")
     assert abs(float(g.sum()) - 1.0) < 1e-5 and g.argmax() == np.log(probs[:3]).mean(0).argmax()
+
+
+def test_slide_cutoff_is_the_field_rule_on_pooled_simulated_slides():
+    """Fields right 70 % of the time with a modest top probability: a field's cut-off refers most
+    of them, while pooled slides of five such fields are almost always right, so the slide's own
+    cut-off accepts far more slides at the same 1 % error."""
+    rng = np.random.default_rng(1)
+    n = 1200
+    y = rng.choice(4, n)
+    logits = 1.2 * np.eye(4)[y] + rng.normal(size=(n, 4)) * 0.8
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    field_cut = choose_refer_below(y, probs)["refer_below"]
+    got = sample_cutoff(y, probs, "mean_prob", fields=5, n_slides=400, seed=0)
+    slide_y, idx = synthetic_slides(y, 400, 5, 0)
+    pooled = np.stack([pool(probs[i], "mean_prob") for i in idx])
+    assert got["sample_refer_below"] == choose_refer_below(slide_y, pooled)["refer_below"]  # the same rule
+    accepted = pooled.max(1) >= got["sample_refer_below"]
+    assert np.mean(pooled[accepted].argmax(1) != slide_y[accepted]) <= 0.01
+    assert np.mean(pooled.max(1) >= field_cut) < got["slide_coverage"]  # the field's cut-off would refer more slides
+    assert got["sample_refer_below"] < field_cut and got["fields_per_slide"] == 5
+    assert sample_cutoff(np.zeros(0, int), np.zeros((0, 4)), "mean_prob", 5) is None  # no validation: field cut-off
 
 
 def test_risk_coverage_curve():

@@ -153,3 +153,38 @@ def test_auto_open_default_follows_the_page(ui, auto):
     assert cfg.sample.auto_open is auto
     assert load_config(None, {"bundle": "/b", "ui": {"listen": ui}, "sample": {"auto_open": not auto}}).sample.auto_open \
         is (not auto)
+
+
+def test_slide_cutoff_is_its_own_and_defaults_to_the_field_one():
+    """A pooled 0.7 is a class under a slide cut-off of 0.6 even where a field needs 0.8; a pool
+    without a slide cut-off (an older bundle) uses the field's and refers it. The message says
+    which cut-off decided."""
+    fields_07 = np.array([0.1, 0.7, 0.1, 0.1])
+    for slide_cut, decision in ((0.6, "Early"), (None, "refer")):
+        p = SamplePool(SampleConfig(auto_open=True, min_fields=1), "dev", 3, LABELS, refer_below=0.8,
+                       model_sha256="ab" * 32, sample_refer_below=slide_cut)
+        p.field_number()
+        fields(p, 3, fields_07)
+        msg = p.close("command")
+        assert msg["decision"] == decision and msg["refer_below"] == (0.8 if slide_cut is None else slide_cut)
+        SampleMessage.model_validate(msg)
+        assert p.refer_below == 0.8  # fields keep their own cut-off
+
+
+def test_which_slide_cutoff_is_in_force():
+    """The lab's local slide cut-off, else the bundle's, else the field cut-off in force."""
+    from types import SimpleNamespace
+
+    from edge.components import sample_threshold_in_force
+    from edge.config import ThresholdsConfig
+    from edge.manifest import Thresholds
+
+    def force(local: dict, manifest: dict) -> float:
+        return sample_threshold_in_force(SimpleNamespace(thresholds=ThresholdsConfig(**local)),
+                                         SimpleNamespace(thresholds=Thresholds(**manifest)))
+
+    assert force({"sample_refer_below": 0.5}, {"refer_below": 0.9, "sample_refer_below": 0.7}) == 0.5
+    assert force({}, {"refer_below": 0.9, "sample_refer_below": 0.7}) == 0.7
+    assert force({"refer_below": 0.85}, {"refer_below": 0.9}) == 0.85  # an older bundle: the field's in force
+    assert force({}, {"refer_below": 0.9}) == 0.9
+

@@ -113,6 +113,25 @@ def compare_pooling(y, box_probs, refer_below: float, n_slides: int = 200, field
     return out
 
 
+def sample_cutoff(y, box_probs, method: str, fields: int, n_slides: int = 400, seed: int = 0) -> dict | None:
+    """The slide decision's cut-off: the field rule (edge.thresholds.choose_refer_below: the lowest
+    top probability whose accepted decisions are at most 1 % wrong) applied to simulated slides of
+    `fields` validation fields pooled by `method`. A pooled probability is calibrated unlike one
+    field's, so a field's cut-off refers slides whose pooled class is right. Slides of the fewest
+    fields a decision may rest on (min_fields) are the least certain ones. The simulated fields are
+    independent draws; fields of one real slide are more alike, which this cannot see (docs/edge.md).
+    None when there are no validation fields (the box then uses the field cut-off)."""
+    y = np.asarray(y)
+    if len(y) == 0:
+        return None
+    box_probs = np.asarray(box_probs, np.float64)
+    slide_y, idx = synthetic_slides(y, n_slides, fields, seed)
+    chosen = choose_refer_below(slide_y, np.stack([pool(box_probs[i], method) for i in idx]))
+    return {"sample_refer_below": chosen["refer_below"], "slides": int(n_slides), "fields_per_slide": int(fields),
+            "pooling": method, "slide_coverage": chosen.get("val_coverage"),
+            "slide_error_accepted": chosen.get("val_error_accepted")}
+
+
 def risk_coverage(y, probs) -> dict:
     """Coverage and error among accepted predictions for every threshold on the top probability."""
     p = np.asarray(probs, np.float64)

@@ -195,7 +195,7 @@ def score_shifts(target: Target, data: ShiftImages, norms: dict[str, StainNorm],
     conditions = [("clean", 0)] + [(name, level) for name in SHIFTS for level in LEVELS]
     rows = {cond: {"model": {}, "baseline": {}} for cond in conditions}
     features = {variant: [] for variant in baselines}
-    for cond in tqdm(conditions, desc="robustness", unit="shift", disable=not progress):
+    for cond in tqdm(conditions, desc="robustness", unit="shift", disable=None if progress else True):
         x = apply_to_batch(data.x_test, *cond)
         for variant, norm in norms.items():
             xn = normalise(x, norm)

@@ -7,8 +7,8 @@ reader did: "CAP_IMAGES: ... got: http://viewer:secret@..."). Under systemd that
 journal, often shipped off the box. While a source opens, fd 2 points at a temporary file
 and Python's own log handlers write to the real stderr, so the file holds only native
 lines; they come back as one log line with the credentials replaced by ***, a warning
-when it differs from the last one for that source, else a debug line (a retry every few
-seconds repeats them).
+when it differs from the last one for that source since it last opened, else a debug line
+(a retry every few seconds repeats them): one warning per state change, not per retry.
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ def native_output_scrubbed(uri: str):
             sink.seek(0)
             captured = sink.read(64 * 1024).decode(errors="replace")
     _report(uri, captured)
+
+
+def opened(uri: str) -> None:
+    """The source is up again: its next failure is a new state, so its first message warns again."""
+    _last.pop(redact_url(uri), None)
 
 
 def _sink():

@@ -25,7 +25,7 @@ from pathlib import Path
 from edge.errors import BadFrame
 from edge.redact import redact_url
 from edge.sources.base import Frame, Source, SourceBroken, SourceError, SourceLost
-from edge.sources.native_log import native_output_scrubbed
+from edge.sources.native_log import native_output_scrubbed, opened
 
 GAP_LIMIT = 50  # failed reads in a row before a video file counts as broken, not damaged
 _STREAM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # scheme://..., not a GStreamer pipeline quoting one
@@ -66,6 +66,7 @@ class OpenCVSource(Source):
             cap.release()
             what = "OpenCV cannot open it" if self.live else "not a folder, video or camera (OpenCV cannot open it)"
             raise SourceError(f"source {self.uri}: {what}")
+        opened(str(self.target))
         if self.width and self.height:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)

@@ -166,4 +166,4 @@ def generate_dataset(out: Path, per_class: int, size: int = 224, seed: int = 0,
 
 
 def _progress(total: int, enabled: bool, desc: str):
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False)
+    return tqdm(total=total, desc=desc, unit="img", disable=None if enabled else True, leave=False)  # None: off when not a terminal
