@@ -10,7 +10,7 @@ import numpy as np
 from edge.agent import Agent
 from edge.argtypes import frame_rate_arg, positive_int
 from edge.backends import load_for_manifest
-from edge.components import open_guard
+from edge.components import open_guard, sample_threshold_in_force, threshold_in_force
 from edge.config import load_config, prune
 from edge.errors import BadInput
 from edge.manifest import load_manifest
@@ -76,7 +76,7 @@ def check(cfg) -> int:
     print(f"config    ok: device {cfg.device_id}, gate {cfg.gate.mode}, outbox {cfg.outbox.path}")
     manifest = load_manifest(cfg.bundle)
     print(f"bundle    ok: {manifest.name} ({manifest.arch}), labels {', '.join(manifest.labels)}, "
-          f"{len(manifest.files)} files sha256-verified, refer below {manifest.thresholds.refer_below}")
+          f"{len(manifest.files)} files sha256-verified, {cutoff_words(cfg, manifest)}")
     if cfg.trust.keys:
         key = verify_signature(cfg.bundle, load_keys(cfg.trust.keys))
         print(f"trust     ok: release {manifest.release} signed by {key.fingerprint}; updates into {cfg.store}")
@@ -91,9 +91,13 @@ def check(cfg) -> int:
     failed = 0
     try:
         src = make_source(cfg.source.uri, cfg.source.width, cfg.source.height, cfg.source.watchdog.stall_s).open()
-        src.close()
+        try:
+            frame = src.read()
+        finally:
+            src.close()
         pace = describe(*frame_rate(cfg.source.fps, src, cfg.source.loop))
         print(f"source    ok: {cfg.source.safe_uri}{' (loop)' if cfg.source.loop else ''}, plays {pace}")
+        print(f"frame     {frame_words(frame, manifest.input.height)}")
     except Exception as exc:  # noqa: BLE001 - report any source failure as one line
         failed += 1
         print(f"source    FAILED: {exc}")
@@ -119,3 +123,21 @@ def check(cfg) -> int:
         print("page      off")
     print("would run:", "yes" if not failed else "no")
     return 1 if failed else 0
+
+
+def cutoff_words(cfg, manifest) -> str:
+    """The two refer cut-offs in force, in percent, as the technician's page shows them."""
+    field, slide = threshold_in_force(cfg, manifest), sample_threshold_in_force(cfg, manifest)
+    return f"a field refers below {100 * field:.0f} % confidence, a slide below {100 * slide:.0f} %"
+
+
+def frame_words(frame, model_px: int) -> str:
+    """What one frame becomes on its way into the model: the centre square, shrunk to the input.
+    A field much larger than the training fields' scale shrinks cells below what the model saw."""
+    if frame is None:
+        return "none read: the source opened but gave no frame (check the camera or the file)"
+    h, w = frame.image.shape[:2]
+    side = min(h, w)
+    return (f"{w}x{h}: its centre {side}x{side} square is shrunk {side / model_px:.1f}x to the model's "
+            f"{model_px}x{model_px} input (docs/edge.md, camera-size frames)")
+

@@ -6,6 +6,7 @@ subprocess (`python -m leukedge.cli agent`) and kill or signal it.
 
 from __future__ import annotations
 
+import re
 import json
 import os
 import signal
@@ -370,6 +371,8 @@ def test_check_command(tmp_path, bundle, folder, broker, capsys):
     out = capsys.readouterr().out
     assert "backend   ok: litert-cpu" in out and "broker    ok" in out and "would run: yes" in out
     assert "page      ok: http://127.0.0.1:0/, no password (loopback)" in out
+    assert re.search(r"frame     \d+x\d+: its centre (\d+)x\1 square is shrunk [\d.]+x to the model's", out), out
+    assert re.search(r"a field refers below \d+ % confidence, a slide below \d+ %", out), out
     broker.stop()
     assert main([*args, "--mqtt", broker.url, "--check"]) == 1
     assert "broker    FAILED" in capsys.readouterr().out
