@@ -6,9 +6,9 @@ subprocess (`python -m leukedge.cli agent`) and kill or signal it.
 
 from __future__ import annotations
 
-import re
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
