@@ -31,6 +31,7 @@ from edge.trust import manifest_sha256
 from edge.update import open_updater
 
 log = logging.getLogger("edge.agent")
+SOURCE_ENDED = "source ended; serving"  # the log line a supervisor (the demo) waits for
 NO_FIELD_FRAMES = 100  # a source with no field after this many frames gets its rejections explained
 
 
@@ -338,7 +339,7 @@ class Agent:
         wait = self.cfg.ui.linger_s
         if not wait:
             return
-        log.info("source ended; serving %s", "until stopped" if wait < 0 else f"{wait:.0f} s more")
+        log.info("%s %s", SOURCE_ENDED, "until stopped" if wait < 0 else f"{wait:.0f} s more")
         end = time.monotonic() + (wait if wait > 0 else float("inf"))
         while not self.stop_requested and time.monotonic() < end:
             self.housekeeping()

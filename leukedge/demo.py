@@ -5,36 +5,27 @@ and a small MobileNetV2 -> convert both to validated int8 bundles -> a local Mos
 installed) -> the edge agent on the video, while a lab system opens and closes one sample per
 slide over MQTT and prints each result and sample decision -> a summary. Without a broker binary
 the agent runs offline, pools a slide's worth of fields per sample, and the demo shows the outbox
-holding every result. The agent's station page is up on a free local port while it runs and for
-30 s after the video (`--serve`: until Ctrl-C).
+holding every result. The agent's station page is up on a free local port while it runs and
+after the summary until Enter in a terminal, 30 s otherwise (`--serve`: until Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from edge.errors import BadInput, LeukedgeError
-from edge.messages import DEFAULT_PREFIX
 from leukedge import demoreport
 from leukedge.cli import main as cli_main
-from leukedge.lab import LabSystem, slide_id
-from leukedge.localbroker import Broker, free_port, mosquitto_available
+from leukedge.demoagent import PAGE_LINGER_S, DemoAgent, page_hold
 from leukedge.quiet import chatter_to
-
-DEVICE = "demo-scope"  # the demo agent's device id
-PAGE_LINGER_S = 30  # the station page stays up this long after the video when a person is watching
 # Each model's demo recipe (input size, epochs, extra `leukedge train` flags); one place to tune
 # them. The custom CNN at half width trains about twice as fast as at full width on 2 cores; on the
 # demo's fields it is still learning after 20 epochs (70 % test accuracy, two of four slides referred)
-# and settles by about 50 (96.7 %, early stopping ends it), at about 1.3 s an epoch. MobileNetV2 from random weights does not learn these fields within
+# and settles by about 50 (96.7 %, early stopping ends it), at about 1.3 s an epoch. MobileNetV2
+# from random weights does not learn these fields within
 # any CPU budget tried (chance to 52 % after 12-30 epochs at 64-128 px, see README), so it gets a
 # short run that shows the path and the gate keeping it off the box. The order is the order of
 # preference for the agent (choose_deployed): MobileNetV2, the paper's model, first.
@@ -62,8 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for data, split and training")
     p.add_argument("--offline", action="store_true", help="skip the broker even when mosquitto is installed")
     p.add_argument("--serve", action="store_true",
-                   help="keep the agent and its station page up after the video until Ctrl-C "
-                        f"(default: {PAGE_LINGER_S} s when run from a terminal, none when its output is piped)")
+                   help="keep the agent and its station page up after the summary until Ctrl-C "
+                        f"(default: until Enter in a terminal, {PAGE_LINGER_S} s when not)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,8 +99,15 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     reports = {a: _report(out, a) for a in RECIPES}
     deployed = choose_deployed(bundles, reports)
     _step(f"4/5 edge agent ({deployed} bundle) on the microscope video")
-    run_ = _agent_on_video(bundles[deployed], video, out / "agent", offline=args.offline,
-                           linger=-1 if args.serve else PAGE_LINGER_S if sys.stdout.isatty() else 0)
+    with DemoAgent(bundles[deployed], video, out / "agent", offline=args.offline) as agent:
+        run_ = agent.wait_video()
+        _summary(out, deployed, reports, bundles, run_, t0)
+        agent.hold_page(page_hold(args.serve))
+    return 0
+
+
+def _summary(out: Path, deployed: str, reports: dict, bundles: dict, run_: dict, t0: float) -> None:
+    """Step 5: each model's figures and why it is or is not on the box, the per-slide table, summary.json."""
     _step("5/5 summary")
     models = demoreport.model_facts(reports, bundles, deployed, EXPECTED_OFF)
     for arch, facts in models.items():
@@ -130,7 +128,6 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     print(f"\n  {deployed} ran on the box because {models[deployed]['why']}.")
     print(f"  plots: {out / 'runs' / 'custom_cnn'}/*.png   summary for scripts: {path}   "
           f"total {seconds['total']:.0f} s")
-    return 0
 
 
 def choose_deployed(bundles: dict[str, Path], reports: dict[str, dict]) -> str:
@@ -144,75 +141,6 @@ def choose_deployed(bundles: dict[str, Path], reports: dict[str, dict]) -> str:
     said = ", ".join(f"{a} {reports[a]['accuracy']:.3f} vs baseline {reports[a]['baseline_accuracy']:.3f}"
                      + ("" if a in bundles else " (refused by the int8 gate)") for a in reports)
     raise LeukedgeError(f"no model both passed the int8 gate and beat the colour baseline ({said}); nothing to deploy")
-
-
-def _agent_on_video(bundle: Path, video: Path, work: Path, offline: bool, linger: float = 0) -> dict:
-    """Run the agent as its own process on the video, paced at its frame rate, with a lab system on MQTT.
-    Returns what the summary needs: summary `lines`, the `samples` and `results` the agent sent, the
-    video's `slides`, the `mode` (broker or offline) and the agent's `seconds`."""
-    meta = json.loads(Path(f"{video}.json").read_text())
-    work.mkdir(parents=True, exist_ok=True)
-    outbox = work / "outbox.db"
-    outbox.unlink(missing_ok=True)
-    (work / "results.jsonl").unlink(missing_ok=True)  # the log appends: a rerun's summary reads this run only
-    broker = None if offline or not mosquitto_available() else Broker(work / "broker").start()
-    config = {"source": {"fps": meta["fps"]}, "mqtt": {"stats_interval_s": 0.2}}
-    if broker is None:  # no lab system to say where slides change: pool a slide's worth of fields per sample
-        config["sample"] = {"fields_per_sample": meta["per_slide"], "auto_open": True}  # unattended, page or not
-    (work / "agent.yaml").write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "leukedge.cli", "agent", "--config", str(work / "agent.yaml"), "--bundle", str(bundle),
-           "--source", str(video), "--device-id", DEVICE, "--outbox", str(outbox),
-           "--result-log", str(work / "results.jsonl"), "--mqtt", broker.url if broker else "off",
-           "--drain-timeout", "10"]
-    port = free_port()
-    cmd += ["--ui", f"127.0.0.1:{port}", "--linger", str(linger)]
-    until = (" and until Ctrl-C after the video" if linger < 0 else
-             f" and for {linger:.0f} s after the video" if linger > 0 else "")
-    print(f"  station page: http://127.0.0.1:{port}/  (open it in a browser; up while the agent runs{until})",
-          flush=True)
-    try:
-        if broker is None:
-            print("  no mosquitto binary (or --offline): the agent runs offline, results stay in the outbox;\n"
-                  f"  without a lab system a sample closes after {meta['per_slide']} fields")
-            t = time.monotonic()
-            _run_agent(cmd, work / "agent.log")
-            wall = time.monotonic() - t
-            samples, results = demoreport.read_log(work / "results.jsonl")
-            return {"lines": _offline_summary(outbox, wall), "samples": samples, "results": results,
-                    "slides": meta["slides"], "mode": "offline", "seconds": wall}
-        lab = LabSystem(broker.port, DEFAULT_PREFIX, DEVICE, meta["slides"])
-        print("  slides: " + ", ".join(f"{slide_id(s)} {s['label']}" for s in meta["slides"]))
-        t = time.monotonic()
-        _run_agent(cmd, work / "agent.log")
-        time.sleep(0.5)
-        lab.stop()
-        wall = time.monotonic() - t
-        return {"lines": lab.summary(wall), "samples": lab.samples, "results": list(lab.results.values()),
-                "slides": meta["slides"], "mode": "broker", "seconds": wall}
-    finally:
-        if broker:
-            broker.stop()
-
-
-def _run_agent(cmd: list[str], log: Path) -> None:
-    """The agent process, its log lines (a stats line every 0.2 s here) kept in `log`, not on screen.
-    Ctrl-C reaches the agent too: it flushes, says offline and exits 0, which is waited for."""
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stderr=f, stdout=f)
-        try:
-            rc = proc.wait()
-        except KeyboardInterrupt:
-            rc = proc.wait(60)
-    if rc != 0:
-        raise LeukedgeError(f"the agent exited with code {rc}; see {log}")
-    print(f"  agent log: {log}")
-
-
-def _offline_summary(outbox: Path, wall: float) -> list[str]:
-    with sqlite3.connect(outbox) as db:
-        tables = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
-        counts = {t: db.execute(f"select count(*) from {t}").fetchone()[0] for t in tables}
-    return [f"agent ran offline in {wall:.1f} s; outbox {outbox} holds {counts} (sent when a broker is reachable)"]
 
 
 def _report(out: Path, arch: str) -> dict:

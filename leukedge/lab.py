@@ -100,6 +100,14 @@ class LabSystem:
         if self.verbose:
             print(line, flush=True)
 
+    def finish(self, timeout: float = 10.0) -> None:
+        """The video is over: the last slide comes off the stage (End); wait for its sample message."""
+        with self.lock:
+            self._command("end")
+        deadline = time.monotonic() + timeout
+        while len(self.samples) < len(self.slides) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def stop(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()

@@ -290,37 +290,33 @@ def test_a_stalled_browser_does_not_hold_up_the_loop(tmp_path, bundle):
 
 
 @pytest.mark.slow
-def test_demo_agent_serves_its_page_after_the_video(tmp_path, bundle, capsys):
-    """`leukedge demo`'s agent step prints the page's URL and keeps it up after the video (linger)."""
-
-    from leukedge.demo import _agent_on_video
+def test_demo_agent_keeps_its_page_up_after_the_video_until_told(tmp_path, bundle, capsys):
+    """`leukedge demo`'s agent step: the page's URL is printed, the summary's facts are gathered
+    once the video is read, and the page stays up (the agent waits) until the demo lets it go;
+    then the agent exits 0."""
+    from leukedge.demoagent import DemoAgent
     from trainer.synth.video import write_video
 
     meta = write_video(tmp_path / "v.mp4", n_fields=3, size=320, seed=2, fps=15)
-    summary: list = []
-    t = threading.Thread(target=lambda: summary.extend(
-        _agent_on_video(bundle, tmp_path / "v.mp4", tmp_path / "work", offline=True, linger=6)["lines"]), daemon=True)
-    t.start()
-    printed = []
+    with DemoAgent(bundle, tmp_path / "v.mp4", tmp_path / "work", offline=True) as agent:
+        assert f"station page: {agent.url}" in capsys.readouterr().out
+        run = agent.wait_video()
+        assert "agent ran offline" in run["lines"][0] and run["mode"] == "offline"
 
-    def url():
-        printed.append(capsys.readouterr().out)
-        m = re.search(r"station page: (http://\S+)", "".join(printed))
-        return m and m.group(1)
+        def fields():
+            status, _, body = get(agent.url + "api/state")
+            return status == 200 and json.loads(body)["counts"]["fields"] == len(meta["fields"])
 
-    page = wait_for(url, 30)
-    assert page and "for 6 s after the video" in "".join(printed)
-    def fields():
-        try:  # the URL is printed before the agent has loaded its model
-            status, _, body = get(page + "api/state")
-        except urllib.error.URLError:
-            return None
-        return status == 200 and json.loads(body)["counts"]["fields"] == len(meta["fields"])
+        assert wait_for(fields, 30), "the page did not show the whole video's fields after it"
+        time.sleep(1.0)
+        assert agent.proc.poll() is None  # still serving: the page waits for the person
+        agent.hold_page(0.5)
+        assert "stays up" in capsys.readouterr().out
+        proc = agent.proc
+    assert proc.returncode == 0
+    with pytest.raises(urllib.error.URLError):
+        get(agent.url + "api/state")
 
-    done = wait_for(fields, 120)
-    assert done, "the page did not show the whole video's fields while lingering"
-    t.join(60)
-    assert not t.is_alive() and "agent ran offline" in summary[0]
 
 @pytest.mark.slow
 def test_model_switched_while_running_is_bannered(tmp_path, bundle):
