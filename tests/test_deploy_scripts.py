@@ -126,6 +126,23 @@ def test_add_device_dry_run(tmp_path, stub_path):
     assert "topic read leukedge/+/#" in lab
 
 
+def test_add_device_acl_covers_the_devices_home_assistant_discovery_and_no_other(tmp_path, stub_path):
+    """A device with a '.' in its id may write its own discovery configs (node id with '_'), not another's."""
+    from paho.mqtt.client import topic_matches_sub
+
+    from edge.homeassistant import discovery_configs
+
+    out = dry_run(DEPLOY / "mosquitto/add-device.sh", "--etc", tmp_path / "etc", "scope.7", stubs=stub_path).stdout
+    writes = [line.split()[-1] for line in out.splitlines() if line.strip(" |").startswith("topic write")]
+    for t in discovery_configs("leukedge", "scope.7"):
+        assert any(topic_matches_sub(w, t) for w in writes), t
+    for t in discovery_configs("leukedge", "scope-8"):
+        assert not any(topic_matches_sub(w, t) for w in writes), t
+    lab = dry_run(DEPLOY / "mosquitto/add-device.sh", "--etc", tmp_path / "etc", "--role", "lab", "ha",
+                  stubs=stub_path).stdout
+    assert "topic read homeassistant/#" in lab
+
+
 def test_install_broker_dry_run(tmp_path, stub_path):
     pw = tmp_path / "bridge.pw"
     pw.write_text("s3cret-bridge-pw\n")

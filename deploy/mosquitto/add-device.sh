@@ -17,7 +17,9 @@ Usage: $(basename "$0") [--dry-run] [--etc DIR] [--role device|lab|bridge]
 
 Adds NAME to DIR/passwd (default DIR: /etc/mosquitto/leukedge) and its rules to DIR/acl:
   device  publish leukedge/NAME/#, read leukedge/NAME/cmd/#   (NAME = the agent's device_id)
+          and its Home Assistant discovery configs, homeassistant/+/NODE/# (NODE = NAME, '.' -> '_')
   lab     read leukedge/+/#, publish leukedge/+/cmd/#          (integrators, dashboards, push)
+          and read homeassistant/# (a Home Assistant user)
   bridge  publish leukedge/+/{result,sample,status,info,stats,event}, read leukedge/+/cmd/#
           (on the central broker: a clinic's bridge)
 The password is read from --password-file, or generated and saved to
@@ -50,13 +52,16 @@ valid_name "$NAME" || die "NAME '$NAME': use letters, digits, '.', '_' or '-' (n
 [[ -z $PASSWORD_FILE || -r $PASSWORD_FILE ]] || die "--password-file $PASSWORD_FILE: cannot read it"
 
 acl_rules() {
+    # the node id Home Assistant accepts in a discovery topic (edge/homeassistant.py node_id)
+    local node=${NAME//[^A-Za-z0-9_-]/_}
     case $ROLE in
     device) printf '%s\n' \
-        "# device $NAME: publishes only under its own prefix, reads only its own commands" \
-        "user $NAME" "topic write leukedge/$NAME/#" "topic read leukedge/$NAME/cmd/#" ;;
+        "# device $NAME: publishes only under its own prefix (and its own HA discovery configs), reads only its own commands" \
+        "user $NAME" "topic write leukedge/$NAME/#" "topic read leukedge/$NAME/cmd/#" \
+        "topic write homeassistant/+/$node/#" ;;
     lab) printf '%s\n' \
         "# lab integrator $NAME: reads every device, may send commands" \
-        "user $NAME" "topic read leukedge/+/#" "topic write leukedge/+/cmd/#" ;;
+        "user $NAME" "topic read leukedge/+/#" "topic write leukedge/+/cmd/#" "topic read homeassistant/#" ;;
     bridge) printf '%s\n' \
         "# clinic bridge $NAME: forwards results up, commands down" \
         "user $NAME" "topic write leukedge/+/result" "topic write leukedge/+/sample" \
