@@ -174,7 +174,7 @@ def test_station_page_live_samples_and_broker_loss(tmp_path, bundle, video, brok
         until(browser, lambda d: re.match(r"[1-9]\d* fields? since", text(d, "sample-fields")), 30)
         until(browser, lambda d: text(d, "sample-decision") not in ("", "No field yet"), 30)
         # on the 800x480 touchscreen: the slide decision, its cut-off and the controls without scrolling
-        assert re.fullmatch(r"refers below \d+ % confidence", text(browser, "sample-cutoff"))
+        assert re.fullmatch(r"refers below \d+(\.\d)? % confidence", text(browser, "sample-cutoff"))
         below = browser.execute_script(
             "window.scrollTo(0, 0); return ['sample-decision', 'sample-cutoff', 'field-decision', 'sample-input', "
             "'btn-start', 'btn-end', 'btn-id'].filter(id => { const r = document.getElementById(id)"
@@ -190,7 +190,7 @@ def test_station_page_live_samples_and_broker_loss(tmp_path, bundle, video, brok
         browser.find_element("id", "btn-end").click()
         until(browser, lambda d: text(d, "closed-id") == "H 2024/00417", 15, "closed sample not shown")
         assert "(command)" in text(browser, "closed-meta") and text(browser, "closed-decision")
-        assert re.fullmatch(r"refers below \d+ % confidence", text(browser, "closed-cutoff"))
+        assert re.fullmatch(r"refers below \d+(\.\d)? % confidence", text(browser, "closed-cutoff"))
         if text(browser, "closed-decision").startswith("\u26A0 REFER"):
             assert "refer: send the slide for a haematologist's second read" in text(browser, "closed-decision")
         assert until(browser, lambda d: [p for t, p in list(feed.other) if t.endswith("/sample")

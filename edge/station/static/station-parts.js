@@ -40,7 +40,8 @@ window.Station = (function () {
   }
   const plural = (n, word) => n + " " + word + (n === 1 ? "" : "s");
   const pct = (p) => (100 * p).toFixed(1) + " %";
-  const share = (x) => (x === null || x === undefined ? "-" : Math.round(100 * x) + " %");
+  // a cut-off as a percentage, to 0.1 where that matters (0.998 is "99.8 %", never a rounded "100 %")
+  const share = (x) => (x === null || x === undefined ? "-" : String(+(100 * x).toFixed(1)) + " %");
   function kind(decision) {
     if (!decision) return "none";
     if (decision === "refer") return "refer";
@@ -136,6 +137,6 @@ window.Station = (function () {
   }
 
   for (const n of document.querySelectorAll(".refer-means")) n.textContent = REFER_MEANS;
-  return { $, el, clock, ago, plural, kind, words, cutoff, setFieldDecision, setSlideDecision, setProbs, renderBar,
+  return { $, el, clock, ago, plural, kind, words, cutoff, share, setFieldDecision, setSlideDecision, setProbs, renderBar,
     renderDetails, GATE, REFER_MEANS, setTz: (minutes) => { tz = minutes; } };
 })();

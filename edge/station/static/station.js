@@ -27,8 +27,7 @@
     if (f) {
       S.setFieldDecision($("field-decision"), f);
       $("field-meta").textContent = "field " + f.field + (f.sample_id ? " of " + f.sample_id : "") + " at " +
-        clock(f.ts) + (s.model.refer_below !== null ? " \u00B7 refers below " + Math.round(100 * s.model.refer_below) +
-        " %" : "");
+        clock(f.ts) + (s.model.refer_below !== null ? " \u00B7 refers below " + S.share(s.model.refer_below) : "");
       if (f.frame_version !== frameVersion) {
         frameVersion = f.frame_version;
         $("thumb").src = "/frame.jpg?v=" + frameVersion;
