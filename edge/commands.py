@@ -22,9 +22,17 @@ from edge.chunks import BadChunk, parse_chunk
 from edge.errors import json_object, validated
 
 MAX_PAYLOAD = 1024
-SAMPLE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"  # opaque lab id: no spaces, no free text
-SAMPLE_ID_RULE = ("a sample id is 1-64 characters: letters, digits, '.', '_', ':' or '-', starting with a letter "
-                  "or digit (no spaces)")
+# The one sample id rule (the station page is served it too): a lab's accession number as
+# printed, e.g. "H 2024/00417" or "BM-12:3". Read after trimming the ends; written so that
+# Python's re and JavaScript's RegExp read it alike. It never becomes a topic or a file name.
+SAMPLE_ID = r"^[A-Za-z0-9](?:[A-Za-z0-9._:/ -]{0,62}[A-Za-z0-9._:/-])?$"
+SAMPLE_ID_RULE = ("a sample id is 1-64 characters: letters, digits, spaces inside it and - _ . / :, "
+                  "starting with a letter or digit")
+
+
+def valid_sample_id(sid: str) -> bool:
+    """The rule on an already trimmed id (fullmatch: Python's `$` would let a final newline through)."""
+    return re.fullmatch(SAMPLE_ID, sid) is not None
 
 
 class BadCommand(ValueError):
@@ -57,8 +65,10 @@ def _small_object(name: str, payload: bytes) -> dict:
 def _sample(name: str, payload: bytes, chunk_limit: int) -> Command:
     obj = _small_object(name, payload)
     sid = obj.get("sample_id")
-    if isinstance(sid, str) and not re.match(SAMPLE_ID, sid):
-        raise BadCommand(f"{name}: sample_id {sid[:64]!r} is not allowed: {SAMPLE_ID_RULE}")
+    if isinstance(sid, str):
+        sid = obj["sample_id"] = sid.strip()  # a scanner's trailing space or newline is no part of the id
+        if not valid_sample_id(sid):
+            raise BadCommand(f"{name}: sample_id {sid[:64]!r} is not allowed: {SAMPLE_ID_RULE}")
     body = validated(_Payload, obj, f"{name} payload", BadCommand)
     if name == "sample/id" and body.sample_id is None:
         raise BadCommand("sample/id: sample_id is required")

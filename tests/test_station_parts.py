@@ -5,6 +5,7 @@ change across restarts, the disk-space warning.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -121,11 +122,79 @@ def test_page_assets_ship_in_the_package_and_need_no_internet():
 
     folder = resources.files("edge.station") / "static"
     files = {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file()}
-    assert set(files) == {"index.html", "station.css", "station.js"}
+    assert set(files) == {"index.html", "station.css", "station.js", "station-parts.js"}
     assert sum(map(len, files.values())) < 100_000
     for name, body in files.items():  # no CDN, no web font, no absolute URL of any kind
         assert b"http://" not in body and b"https://" not in body and b"@import" not in body, name
         assert b'src="//' not in body and b'href="//' not in body, name
+
+
+GOOD_IDS = ["S", "SLIDE-0042", "lab:42.a", "H 2024/00417", "BM_12/3 a", "x" * 64, "9 9"]
+BAD_IDS = ["", " lead", "trail ", "-dash-first", "/root", "x" * 65, "a<b", "H#1", "a\tb", "a\nb", "Jane Doe, DOB 1970",
+           "name\n", "caf\u00e9", "a\\b", "a;b"]
+
+
+@pytest.mark.parametrize("sid", GOOD_IDS)
+def test_sample_id_rule_takes_accession_numbers(sid):
+    from edge.commands import parse, valid_sample_id
+
+    assert valid_sample_id(sid)
+    payload = json.dumps({"sample_id": f"  {sid} \n"}).encode()  # a scanner's padding is trimmed
+    assert parse("sample/start", payload).sample_id == sid == parse("sample/id", payload).sample_id
+
+
+@pytest.mark.parametrize("sid", BAD_IDS)
+def test_sample_id_rule_refuses_the_rest_and_says_what_is_allowed(sid):
+    from edge.commands import SAMPLE_ID_RULE, BadCommand, parse, valid_sample_id
+
+    assert not valid_sample_id(sid)
+    if valid_sample_id(sid.strip()):  # " lead", "trail ", "name\n": fine once trimmed, as parse() trims
+        assert parse("sample/id", json.dumps({"sample_id": sid}).encode()).sample_id == sid.strip()
+        return
+    with pytest.raises(BadCommand) as err:
+        parse("sample/start", json.dumps({"sample_id": sid}).encode())
+    assert SAMPLE_ID_RULE in str(err.value) and "- _ . / :" in SAMPLE_ID_RULE
+
+
+def test_page_is_served_the_sample_id_rule_of_the_commands():
+    import html
+
+    from edge.commands import SAMPLE_ID, SAMPLE_ID_RULE
+    from edge.station.server import page_html, static_files
+
+    page = page_html(static_files()["index.html"], "tok").decode()
+    assert f'content="{html.escape(SAMPLE_ID)}"' in page and f'content="{html.escape(SAMPLE_ID_RULE)}"' in page
+    assert 'content="tok"' in page and "{{" not in page
+    assert 'pattern="' not in page  # no browser bubble: the page says what is allowed itself
+
+
+def test_source_kind_names_the_source_and_the_banner_says_what_to_check(tmp_path):
+    from edge.station.state import SOURCE_NAMES, source_down, source_kind
+
+    (tmp_path / "frames").mkdir()
+    kinds = {"picam:0": "camera", "cv:1": "camera", "/dev/video0": "camera", "rtsp://u:***@cam:554/live?token=***": "stream",
+             str(tmp_path / "frames"): "folder", str(tmp_path / "gone"): "folder", str(tmp_path / "smear.mp4"): "video",
+             str(tmp_path / "one.png"): "image"}
+    assert {uri: source_kind(uri) for uri in kinds} == kinds
+    assert SOURCE_NAMES["video"] == "Video file" and SOURCE_NAMES["stream"] == "Network stream"
+    assert source_down("camera", "cv:0") == ("No picture from the camera: check its cable and power, and that no other "
+                                             "program is using it; the box retries by itself.")
+    assert "smear.mp4 is still there and readable" in source_down("video", "smear.mp4")
+    stream = source_down("stream", "rtsp://admin:***@cam:554/live?token=***")
+    assert "rtsp://cam:554/live;" in stream and "admin" not in stream and "token" not in stream and "***" not in stream
+    assert "(see Details)" in source_down("stream", "rtsp://[::1/x")  # an unreadable URL: none of it shown
+
+
+def test_slide_cut_off_falls_back_to_the_field_one():
+    from edge.station.state import _model
+
+    info = {"backend": "litert-cpu", "labels": ["A"], "bundle": {"name": "m", "model_sha256": "a" * 64},
+            "thresholds": {"refer_below": 0.62}}
+    assert (_model(info)["refer_below"], _model(info)["sample_refer_below"]) == (0.62, 0.62)  # older bundles
+    info["thresholds"]["sample_refer_below"] = None
+    assert _model(info)["sample_refer_below"] == 0.62
+    info["thresholds"]["sample_refer_below"] = 0.81
+    assert (_model(info)["refer_below"], _model(info)["sample_refer_below"]) == (0.62, 0.81)
 
 
 def bare_station(tmp_path):

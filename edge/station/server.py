@@ -8,7 +8,7 @@ complete requests to worker threads, so slow or idle clients hold no thread and 
 stalled browser stalls only its own worker, never the agent's loop. The handler checks
 the Host header and backs off password guessers (edge/station/guard.py).
 
-Routes: `/` page, `/station.css`, `/station.js`, `/api/state`, `/api/events` (SSE),
+Routes: `/` page, `/station.css`, `/station.js`, `/station-parts.js`, `/api/state`, `/api/events` (SSE),
 `/frame.jpg`, POST `/api/sample/start|end|id`, `/healthz`, `/readyz`, `/metrics`.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import html
 import io
 import json
 import logging
@@ -28,7 +29,7 @@ from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from urllib.parse import urlsplit
 
-from edge.commands import COMMANDS, MAX_PAYLOAD, BadCommand, parse
+from edge.commands import COMMANDS, MAX_PAYLOAD, SAMPLE_ID, SAMPLE_ID_RULE, BadCommand, parse
 from edge.errors import BadInput
 from edge.messages import utc_now
 from edge.station.gate import PROBE_PATHS, Gate
@@ -37,7 +38,8 @@ from edge.station.guard import AuthBackoff, host_names, host_ok
 log = logging.getLogger(__name__)
 
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/station.css": ("station.css", "text/css"),
-          "/station.js": ("station.js", "text/javascript")}
+          "/station.js": ("station.js", "text/javascript"),
+          "/station-parts.js": ("station-parts.js", "text/javascript")}
 OPEN_PATHS = PROBE_PATHS  # probes for systemd, Docker, load balancers: no secrets in them
 REALM = 'Basic realm="leukedge station", charset="UTF-8"'
 SSE_HEARTBEAT_S = 1.0  # a stream says something at least this often: the page goes NOT LIVE after 3 s of silence
@@ -60,6 +62,14 @@ def static_files() -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name, _ in STATIC.values()}
 
 
+def page_html(template: bytes, csrf: str) -> bytes:
+    """index.html with this run's CSRF token and the sample id rule of edge/commands.py (the page
+    checks a typed id against the same pattern and says the same words)."""
+    for key, value in (("csrf", csrf), ("sample_id_pattern", SAMPLE_ID), ("sample_id_rule", SAMPLE_ID_RULE)):
+        template = template.replace(b"{{" + key.encode() + b"}}", html.escape(value).encode())
+    return template
+
+
 class StationServer:
     """The listening socket, the gate (edge/station/gate.py) in front of it, and what the handler needs."""
 
@@ -68,7 +78,7 @@ class StationServer:
         self.credentials = read_password(ui.password_file) if ui.password_file else None
         self.csrf = secrets.token_urlsafe(24)
         self.files = static_files()
-        self.files["index.html"] = self.files["index.html"].replace(b"{{csrf}}", self.csrf.encode())
+        self.files["index.html"] = page_html(self.files["index.html"], self.csrf)
         self.hosts = host_names(ui.allowed_hosts)
         self.backoff = AuthBackoff()
         self.sse_cache: tuple[int, bytes] = (-1, b"")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import functools
 import json
 import logging
 import shutil
@@ -18,10 +19,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, NamedTuple
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from edge.messages import RESULT, SAMPLE, prob_map, utc_now
+from edge.sources.folder import IMAGE_SUFFIXES
 from edge.stats import cpu_temperature
 
 log = logging.getLogger(__name__)
@@ -142,8 +145,9 @@ class StationState:
             self.offline_since = now
         if now - self._slow_t > 10:
             self._slow_t, self._temp, self._disk = now, cpu_temperature(), disk_space(view.outbox.path.parent)
-        camera = {"uri": view.camera_uri, "state": src["state"], "last_error": src["last_error"],
-                  "reopens": src["reopens"]}
+        kind = source_kind(view.camera_uri)
+        camera = {"uri": view.camera_uri, "kind": kind, "kind_name": SOURCE_NAMES[kind], "state": src["state"],
+                  "last_error": src["last_error"], "reopens": src["reopens"]}
         mqtt = {"enabled": enabled, "connected": connected, "state": mqtt_state(enabled, connected), "broker": view.broker,
                 "offline_since": None if connected or not enabled else _since(self.offline_since),
                 "last_error": link["last_error"]}
@@ -218,7 +222,7 @@ class StationState:
             out.append({"kind": "disk", "text": f"The disk is almost full ({self._disk[0] / 2**20:.0f} MB free): "
                         "results may soon not be saved. Free space or replace the card."})
         if s["camera"]["state"] != "open":
-            out.append({"kind": "camera", "text": "Camera down: " + (s["camera"]["last_error"] or "reopening")})
+            out.append({"kind": "camera", "text": source_down(s["camera"]["kind"], s["camera"]["uri"])})
         if self.model_change:
             out.append({"kind": "model_change", "text": "The model changed: "
                         f"{self.model_change['old']['name']} ({self.model_change['old']['short']}) -> "
@@ -276,8 +280,55 @@ def disk_low(free: int, total: int) -> bool:
     return free < 100 * 2**20 or free < 0.02 * total
 
 
+SOURCE_NAMES = {"camera": "Camera", "video": "Video file", "folder": "Image folder", "image": "Image file",
+                "stream": "Network stream"}
+
+
+@functools.lru_cache(maxsize=16)
+def source_kind(uri: str) -> str:
+    """What the source is, in the terms of edge.sources.make_source: the status bar names it and
+    the banner says what to check when it gives no picture (looked at once: a folder that
+    vanishes stays a folder)."""
+    if uri.startswith(("picam", "cv:", "/dev/video")):
+        return "camera"
+    if "://" in uri:
+        return "stream"
+    path = Path(uri)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return "image"
+    return "folder" if path.is_dir() or not path.suffix else "video"
+
+
+def _stream_address(uri: str) -> str:
+    """A stream URL without its user, password or query (where tokens hide): fit for the page."""
+    try:
+        parts = urlsplit(uri)
+        host, port = parts.hostname or "?", parts.port
+    except ValueError:  # an unreadable host or port: name none of it
+        return "(see Details)"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"
+
+
+def source_down(kind: str, uri: str) -> str:
+    """The banner while the source gives no picture: what to check, in one sentence, and that the
+    box retries by itself (the watchdog reopens it with back-off)."""
+    check = {
+        "camera": "No picture from the camera: check its cable and power, and that no other program is using it",
+        "video": f"No picture from the video file: check that {uri} is still there and readable",
+        "image": f"No picture from the image file: check that {uri} is still there and readable",
+        "folder": f"No pictures from the image folder: check that {uri} is still there and its images are readable",
+        "stream": f"No picture from the network stream: check the network and the stream address {_stream_address(uri)}",
+    }[kind]
+    return check + "; the box retries by itself."
+
+
 def _model(info: dict) -> dict:
-    b = info["bundle"]
+    """The model as the page shows it; `sample_refer_below` is the slide's cut-off (older bundles
+    have none: the slide then refers below the field's `refer_below`)."""
+    b, t = info["bundle"], info["thresholds"]
+    sample_refer_below = t.get("sample_refer_below")
     return {"name": b["name"], "arch": b.get("arch"), "format": b.get("format"), "sha256": b["model_sha256"],
             "short": b["model_sha256"][:12], "backend": info["backend"], "labels": info["labels"],
-            "refer_below": info["thresholds"].get("refer_below")}
+            "refer_below": t.get("refer_below"),
+            "sample_refer_below": t.get("refer_below") if sample_refer_below is None else sample_refer_below}

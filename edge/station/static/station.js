@@ -1,143 +1,40 @@
-// leukedge station page: renders /api/state, live by Server-Sent Events, polling as fallback.
+// leukedge station page: renders /api/state (with station-parts.js), live by Server-Sent Events, polling as fallback.
 "use strict";
 (function () {
-  const $ = (id) => document.getElementById(id);
+  const S = window.Station, $ = S.$, el = S.el, clock = S.clock, plural = S.plural;
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   // location.origin has no user:password, which fetch() refuses in a URL (a page opened with
   // "user:password@" in its address would otherwise lose its buttons); the browser adds the cached login
   const api = (path) => location.origin + path;
-  const GATE = {
-    moving: "Waiting: the stage is moving. Hold the slide still.",
-    settling: "Waiting: the picture is settling.",
-    blank: "Waiting: blank field, no cells in view. Move to a field with cells.",
-    blurred: "Waiting: out of focus. Adjust the focus.",
-    same_field: "Waiting: same field as the last one. Move to a new field.",
-  };
-  let state = null, tz = 0, frameVersion = -1, lastNotice = null;
-  // the sample id rule (edge/commands.py SAMPLE_ID), said in words when a typed id breaks it
-  const ID_RULE = "A sample id is 1-64 characters: letters, digits, '.', '_', ':' or '-', " +
-    "starting with a letter or digit (no spaces).";
-
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = text;
-    return e;
-  }
-  // ISO UTC -> the box's local time (its offset comes with the state), whatever the viewer's zone
-  function clock(ts, withDate) {
-    if (!ts) return "-";
-    const d = new Date(Date.parse(ts) + tz * 60000).toISOString();
-    return withDate ? d.slice(0, 10) + " " + d.slice(11, 19) : d.slice(11, 19);
-  }
-  function ago(s) {
-    if (s === null || s === undefined) return "";
-    if (s < 90) return Math.round(s) + " s";
-    if (s < 5400) return Math.round(s / 60) + " min";
-    return (s / 3600).toFixed(1) + " h";
-  }
-  const plural = (n, word) => n + " " + word + (n === 1 ? "" : "s");
-  function kind(decision) {
-    if (!decision) return "none";
-    if (decision === "refer") return "refer";
-    if (decision === "insufficient") return "insufficient";
-    return decision.toLowerCase() === "benign" ? "benign" : "positive";
-  }
-  // why the image statistics call a field unfamiliar, in words a technician acts on
-  const UNFAMILIAR_WHY = {
-    stain: "stain or colour unlike the training slides",
-    focus: "focus unlike the training slides",
-    scale: "magnification or camera unlike the training slides",
-  };
-  function setDecision(node, decision, label, emptyText, ood) {
-    node.className = "decision " + kind(decision);
-    node.textContent = "";
-    if (!decision) { node.textContent = emptyText; return; }
-    if (ood && ood.unfamiliar) {
-      node.append("\u26A0 UNFAMILIAR INPUT", el("small", null, "refer: this field does not look like what the " +
-        "model was trained on (" + (UNFAMILIAR_WHY[ood.reason] || "its features") + ") \u2014 check stain, " +
-        "magnification, camera"));
-    } else if (decision === "refer") {
-      node.append("\u26A0 REFER", el("small", null, "refer to a haematologist / second read" +
-        (label ? " (most likely " + label + ", not confident)" : "")));
-    } else {
-      node.textContent = decision;
-    }
-  }
-  // a slide (sample) decision in words: the class, "Refer to a haematologist" or "Insufficient evidence",
-  // with the reason under it when it is not a class
-  function setSlideDecision(node, reasonNode, d, emptyText) {
-    node.className = "decision " + kind(d && d.decision);
-    node.textContent = "";
-    reasonNode.hidden = !(d && d.reason);
-    reasonNode.textContent = d && d.reason ? "Reason: " + d.reason +
-      (d.reason === "not confident" && d.label ? " (most likely " + d.label + ")" : "") : "";
-    if (!d || !d.decision) { node.textContent = emptyText; return; }
-    if (d.decision === "refer") node.append("\u26A0 Refer to a haematologist");
-    else if (d.decision === "insufficient") node.append("Insufficient evidence");
-    else node.textContent = d.decision;
-  }
-  function words(decision) {
-    return decision === "refer" ? "Refer to a haematologist" : decision === "insufficient" ? "Insufficient evidence" : decision;
-  }
-  function setProbs(node, probs) {
-    node.textContent = "";
-    if (!probs) return;
-    const top = Math.max(...Object.values(probs));
-    for (const [label, p] of Object.entries(probs)) {
-      const row = el("div", "p" + (p === top ? " top" : ""));
-      const track = el("div", "track"), fill = el("div", "fill");
-      fill.style.width = (100 * p).toFixed(1) + "%";
-      track.append(fill);
-      row.append(el("span", null, label), track, el("span", null, (100 * p).toFixed(1) + "%"));
-      node.append(row);
-    }
-  }
-  // good: a green dot; false: an amber triangle (needs a look); "calm": a grey circle (as configured)
-  function status(node, text, good) {
-    node.textContent = text;
-    node.className = "item " + (good === "calm" ? "calm" : good ? "good" : "warn");
-  }
+  // the sample id rule, served by the agent from edge/commands.py: the page checks and says the same
+  const ID_PATTERN = new RegExp(document.querySelector('meta[name="sample-id-pattern"]').content);
+  const ID_RULE = document.querySelector('meta[name="sample-id-rule"]').content;
+  let state = null, frameVersion = -1, lastNotice = null;
 
   function render(s) {
-    state = s; tz = s.tz.offset_min;
+    state = s;
+    S.setTz(s.tz.offset_min);
     beat(s.ts);
-    $("device").textContent = s.device;
+    const tz = s.tz.offset_min;
     $("tz").textContent = s.tz.name + ", UTC" + (tz >= 0 ? "+" : "") + tz / 60;
-    const m = s.model;
-    $("model").textContent = m.name + " " + m.short + " on " + m.backend;
-    status($("camera"), "camera " + (s.camera.state === "open" ? "open" : "reopening") +
-      (s.camera.last_error ? ": " + s.camera.last_error : ""), s.camera.state === "open");
-    const q = s.mqtt, ob = s.outbox;
-    if (!q.enabled) {  // MQTT off by configuration: nothing is wrong, nothing waits for a broker
-      status($("mqtt"), "Offline mode \u2014 results kept on this box", "calm");
-      status($("outbox"), plural(ob.backlog, "result") + " stored", ob.dropped ? false : "calm");
-    } else {
-      status($("mqtt"), q.connected ? "MQTT connected" : "MQTT offline since " + clock(q.offline_since).slice(0, 5),
-        q.connected);
-      status($("outbox"), "backlog " + ob.backlog + (ob.backlog ? ", oldest " + ago(ob.oldest_age_s) : ""),
-        !ob.dropped && (ob.backlog === 0 || (q.connected && ob.backlog < 100)));
-    }
-    $("temp").hidden = s.cpu_temp_c === null;
-    if (s.cpu_temp_c !== null) status($("temp"), "CPU " + s.cpu_temp_c.toFixed(0) + " \u00B0C", s.cpu_temp_c < 80);
-
+    S.renderBar(s);
+    S.renderDetails(s);
     const w = $("warnings");
     w.textContent = "";
     for (const x of s.warnings) w.append(el("div", "w-" + x.kind, x.text));
 
     const f = s.field;
     if (f) {
-      setDecision($("field-decision"), f.decision, f.label, "", f.ood);
-      setProbs($("field-probs"), f.probs);
+      S.setFieldDecision($("field-decision"), f);
       $("field-meta").textContent = "field " + f.field + (f.sample_id ? " of " + f.sample_id : "") + " at " +
-        clock(f.ts) + " \u00B7 focus " + f.focus.toFixed(2) + " \u00B7 invoke " + f.invoke_ms.toFixed(1) + " ms";
+        clock(f.ts) + (s.model.refer_below !== null ? " \u00B7 refers below " + S.share(s.model.refer_below) : "");
       if (f.frame_version !== frameVersion) {
         frameVersion = f.frame_version;
         $("thumb").src = "/frame.jpg?v=" + frameVersion;
         $("thumb").hidden = false;
       }
     }
-    const g = GATE[s.gate.reason];
+    const g = S.GATE[s.gate.reason];
     $("gate").hidden = !g;
     $("gate").textContent = g || "";
 
@@ -150,9 +47,10 @@
     $("sample-id").textContent = sm.open ? sm.sample_id : "none open";
     $("sample-fields").textContent = sm.open ? plural(sm.n_fields, "field") + " since " + clock(sm.opened) +
       (sm.n_unfamiliar ? " (" + sm.n_unfamiliar + " unfamiliar)" : "") + ", " + sm.min_fields + " needed" : "";
-    setSlideDecision($("sample-decision"), $("sample-reason"), sm.open ? sm : null,
+    S.setSlideDecision($("sample-decision"), $("sample-reason"), sm.open ? sm : null,
       sm.open ? "No field yet" : "No sample open");
-    setProbs($("sample-probs"), sm.probs);
+    S.cutoff($("sample-cutoff"), sm.open ? s.model.sample_refer_below : null);
+    S.setProbs($("sample-probs"), sm.probs);
     $("sample-none").hidden = sm.open;
     $("sample-none").textContent = sm.open ? "" : (sm.auto_open ? "The next field opens a sample." :
       "Press Start sample or scan the slide's id to start one. Fields seen now are shown but pooled into no sample") +
@@ -167,8 +65,9 @@
       $("closed-id").textContent = c.sample_id;
       $("closed-meta").textContent = plural(c.n_fields, "field") + (c.n_unfamiliar ? " (" + c.n_unfamiliar +
         " unfamiliar)" : "") + ", closed " + clock(c.ts) + " (" + c.closed_by + ")";
-      setSlideDecision($("closed-decision"), $("closed-reason"), c, "");
-      setProbs($("closed-probs"), sm.open ? null : c.probs);
+      S.setSlideDecision($("closed-decision"), $("closed-reason"), c, "");
+      S.cutoff($("closed-cutoff"), sm.open ? null : c.refer_below ?? s.model.sample_refer_below);
+      S.setProbs($("closed-probs"), sm.open ? null : c.probs);
     }
     const n = sm.notice;
     if (n && n.n !== lastNotice) {
@@ -182,7 +81,7 @@
     for (const r of rows) {
       const [t, what, d] = cells(r);
       const li = el("li");
-      li.append(el("span", "t", t), el("span", "w", what), el("b", "d " + kind(d), d === "refer" ? "refer" : d));
+      li.append(el("span", "t", t), el("span", "w", what), el("b", "d " + S.kind(d), d));
       node.append(li);
     }
   }
@@ -199,7 +98,7 @@
       : "none (no familiar field to pool)";
     $("r-fields").textContent += (c.n_unfamiliar ? ", " + c.n_unfamiliar + " unfamiliar" : "") +
       "; " + c.min_fields + " familiar fields needed for a decision";
-    $("r-decision").textContent = c.decision === "refer" ? "REFER - refer to a haematologist / second read" : words(c.decision);
+    $("r-decision").textContent = c.decision === "refer" ? "REFER - " + S.REFER_MEANS : S.words(c.decision);
     $("r-reason").textContent = c.reason || "-";
     $("r-model").textContent = state.model.name + ", sha256 " + c.model_sha256;
     window.print();
@@ -226,13 +125,18 @@
   }
   const input = $("sample-input");
   const typed = () => (input.value.trim() ? { sample_id: input.value.trim() } : {});
+  // a typed id the box would refuse: said on the page, in the agent's own words, and nothing is sent
   function badId() {
-    if (!input.value.trim() || input.checkValidity()) return false;
+    const id = input.value.trim();
+    const bad = id !== "" && !ID_PATTERN.test(id);
+    input.classList.toggle("bad", bad);
+    if (!bad) return false;
     $("msg").className = "msg error";
-    $("msg").textContent = "Not a sample id: " + JSON.stringify(input.value.trim()) + ". " + ID_RULE;
+    $("msg").textContent = "Not a sample id: " + JSON.stringify(id) + ". " + ID_RULE[0].toUpperCase() + ID_RULE.slice(1) + ".";
     input.focus();
     return true;
   }
+  input.addEventListener("input", () => input.classList.remove("bad"));
   async function start() {
     if (badId()) return;
     const sm = state && state.sample;
