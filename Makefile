@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 OUT    ?= demo-out
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench screenshots clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(VENV)/.installed
 # process (most tests wait on brokers, agents and browsers, not on the CPU).
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# The station page's pictures in docs/, from the demo's trained model and video (run `make demo` first).
+screenshots: $(VENV)/.installed
+	$(PY) -m leukedge.screenshots --out docs --bundle $(OUT)/bundles/custom_cnn --video $(OUT)/microscope.mp4
 
 bench: $(VENV)/.installed
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -5,9 +5,12 @@ its own process; a sample driven through Start, Set id and End in headless Chrom
 chromium + chromium-driver through selenium: nothing is downloaded). Writes
 station-touchscreen.png (the Pi's 800x480 screen, a sample open), station-touchscreen-result.png
 (800x480, the slide just closed), station-phone.png (390x844) and station.png (1280x800).
-Takes about a minute, most of it training the small two-epoch model (unsure of everything, so
-its slides show as refer). Its bundle has no unfamiliar-input guard, which would (rightly) refer
-the synthetic fields as unlike the training slides before the pictures show a pooled slide.
+By default it takes about a minute, most of it training a small two-epoch model (unsure of
+everything, so its slides show as refer; its bundle has no unfamiliar-input guard, which would
+rightly refer the synthetic fields as unlike its training slides). The pictures in docs/ come
+from the demo's trained model and video, as a technician would see them:
+`make demo`, then `python -m leukedge.screenshots --bundle demo-out/bundles/custom_cnn
+--video demo-out/microscope.mp4`.
 """
 
 from __future__ import annotations
@@ -101,7 +104,13 @@ def _enough(fields: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m leukedge.screenshots", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("docs"), help="folder for the PNGs (default docs/)")
+    ap.add_argument("--bundle", type=Path, help="bundle to run (default: a small one trained here)")
+    ap.add_argument("--video", type=Path, help="microscope video to play (default: a synthetic one made here)")
     args = ap.parse_args(argv)
+    for given, need, what in ((args.bundle, "manifest.json", "a bundle folder (manifest.json)"), (args.video, "", "a video file")):
+        if given is not None and not (given / need if need else given).is_file():
+            print(f"screenshots: {given} is not {what}", file=sys.stderr)
+            return 2
     from leukedge.localbroker import Broker, mosquitto_available
 
     missing = [name for name, ok in (("chromium", Path(CHROMIUM).exists()), ("chromedriver", Path(CHROMEDRIVER).exists()),
@@ -117,9 +126,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="leukedge-shots-") as tmp:
         work = Path(tmp)
-        bundle = make_small_bundle(work / "bundle", guard=False)
-        video = work / "smear.mp4"
-        write_video(video, n_fields=8, size=320, seed=3, fps=15)
+        bundle = args.bundle or make_small_bundle(work / "bundle", guard=False)
+        video = args.video
+        if video is None:
+            video = work / "smear.mp4"
+            write_video(video, n_fields=8, size=320, seed=3, fps=15)
         with Broker(work / "broker") as broker:
             cfg = agent_config(work / "agent", bundle, video, broker.url, device_id="scope-01", gate={"mode": "still"},
                                source={"fps": 15.0}, sample={"fields_per_sample": 0}, ui={"listen": "127.0.0.1:0"})
