@@ -292,3 +292,15 @@ def test_fuzz_command_parser(name, payload):
         return
     assert cmd.name in COMMANDS
     assert cmd.sample_id is None or re.fullmatch(SAMPLE_ID, cmd.sample_id)
+
+
+def test_screenshots_script_names_a_bad_bundle_or_video(tmp_path, capsys):
+    """`python -m leukedge.screenshots` with a folder that is no bundle, or a video that is not
+    there: exit 2 and one line naming it, before any browser or broker starts."""
+    from leukedge.screenshots import main
+
+    assert main(["--out", str(tmp_path / "shots"), "--bundle", str(tmp_path)]) == 2
+    assert f"{tmp_path} is not a bundle folder (manifest.json)" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "shots"), "--video", str(tmp_path / "none.mp4")]) == 2
+    assert "none.mp4 is not a video file" in capsys.readouterr().err
+    assert not (tmp_path / "shots").exists()
