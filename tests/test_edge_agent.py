@@ -143,7 +143,7 @@ def test_commands_work_and_retained_are_ignored(tmp_path, bundle, broker, folder
     assert all(r["sample_id"] is None for r in sub.json("result"))  # the retained start was ignored
     pub.publish("leukedge/box1/cmd/sample/start", b'{"sample_id": "LAB-1"}', qos=1).wait_for_publish()
     assert sub.wait(lambda: sum(r["sample_id"] == "LAB-1" for r in sub.json("result")) >= 3)
-    pub.publish("leukedge/box1/cmd/sample/start", b'{"sample_id": "rm -rf /"}', qos=1).wait_for_publish()
+    pub.publish("leukedge/box1/cmd/sample/start", b'{"sample_id": "LAB-1; rm -rf /"}', qos=1).wait_for_publish()
     pub.publish("leukedge/box1/cmd/sample/end", b"", qos=1).wait_for_publish()
     assert sub.wait(lambda: sub.json("sample"))
     agent.request_stop()

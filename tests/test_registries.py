@@ -18,6 +18,7 @@ from edge.formats import (
     INT8_FORMATS,
     TABLE,
 )
+from edge.homeassistant import DEFAULT_DISCOVERY_PREFIX
 from edge.manifest import ARCH_NAMES, FileEntry, Manifest
 from edge.messages import ALL_COMMANDS, CMD, DEFAULT_PREFIX, UP_QOS, command_leaf, topic
 from edge.ood import FORMAT as OOD_FORMAT
@@ -91,9 +92,11 @@ def test_broker_acl_roles_match_the_topic_table():
         roles[role] = set(re.findall(r'"topic (read|write) (\S+)"', block))
     assert set(roles) == {"device", "lab", "bridge"}
     device = "$NAME"
+    discovery = DEFAULT_DISCOVERY_PREFIX  # Home Assistant's: a device writes its own node's configs, a lab reads them
     assert roles["device"] == {("write", topic(DEFAULT_PREFIX, device, "#")),
-                               ("read", topic(DEFAULT_PREFIX, device, ALL_COMMANDS))}
-    assert roles["lab"] == {("read", topic(DEFAULT_PREFIX, "+", "#")), ("write", topic(DEFAULT_PREFIX, "+", ALL_COMMANDS))}
+                               ("read", topic(DEFAULT_PREFIX, device, ALL_COMMANDS)), ("write", f"{discovery}/+/$node/#")}
+    assert roles["lab"] == {("read", topic(DEFAULT_PREFIX, "+", "#")), ("write", topic(DEFAULT_PREFIX, "+", ALL_COMMANDS)),
+                            ("read", f"{discovery}/#")}
     assert roles["bridge"] == ({("write", topic(DEFAULT_PREFIX, "+", leaf)) for leaf in UP_QOS}
                                | {("read", topic(DEFAULT_PREFIX, "+", ALL_COMMANDS))})
     listed = re.search(r"bridge +publish leukedge/\+/\{([a-z,]+)\}", text)  # the usage text says the same

@@ -62,7 +62,8 @@ window.Station = (function () {
     node.className = "fdecision " + kind(f.decision);
     const top = f.probs ? Math.max(...Object.values(f.probs)) : null;
     if (f.ood && f.ood.unfamiliar) {
-      node.textContent = "\u26A0 UNFAMILIAR INPUT: " + (UNFAMILIAR_WHY[f.ood.reason] || "unlike the training slides");
+      node.textContent = "\u26A0 UNFAMILIAR INPUT: " + (UNFAMILIAR_WHY[f.ood.reason] || "unlike the training slides") +
+        " \u2014 check stain, magnification, camera";
     } else if (f.decision === "refer") {
       node.textContent = "\u26A0 REFER" + (f.label && top !== null ? " \u00B7 " + f.label + " " + pct(top) : "");
     } else {
