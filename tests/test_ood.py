@@ -242,5 +242,8 @@ def test_the_page_says_unfamiliar_in_words_with_the_reason(guarded, tmp_path, br
         shown = text(browser, "field-decision")
         assert "stain or colour unlike the training slides" in shown and "check stain" in shown
         screenshot(browser, "station-unfamiliar-800x480.png", 800, 480)
+        clipped = browser.execute_script(  # read in full on the 800x480 screen, not cut off with an ellipsis
+            "const e = document.getElementById('field-decision'); return e.scrollWidth > e.clientWidth;")
+        assert browser.execute_script("return window.innerWidth") == 800 and not clipped
     finally:
         agent.terminate()

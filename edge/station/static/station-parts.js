@@ -62,6 +62,7 @@ window.Station = (function () {
     node.className = "fdecision " + kind(f.decision);
     const top = f.probs ? Math.max(...Object.values(f.probs)) : null;
     if (f.ood && f.ood.unfamiliar) {
+      node.className += " unfamiliar";  // wraps: the reason and what to check must be read in full
       node.textContent = "\u26A0 UNFAMILIAR INPUT: " + (UNFAMILIAR_WHY[f.ood.reason] || "unlike the training slides") +
         " \u2014 check stain, magnification, camera";
     } else if (f.decision === "refer") {
