@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from edge.sources.native_log import point_handlers
+
 # TensorFlow's C++ INFO lines (oneDNN, CPU features) are not even written with this; warnings still are.
 TF_LOG_LEVEL = {"TF_CPP_MIN_LOG_LEVEL": "1"}
 
@@ -35,7 +37,7 @@ def chatter_to(path: Path):
     with open(path, "ab", buffering=0) as sink:
         sys.stdout = open(saved[1], "w", buffering=1, closefd=False, errors="replace")
         sys.stderr = open(saved[2], "w", buffering=1, closefd=False, errors="replace")
-        moved = _point_handlers(old_streams, sys.stderr)
+        moved = point_handlers(sys.stderr, fds=(1, 2))
         warned = _warnings_to(path)
         for fd in (1, 2):
             os.dup2(sink.fileno(), fd)
@@ -54,15 +56,6 @@ def chatter_to(path: Path):
             sys.stdout, sys.stderr = old_streams
             for copy in saved.values():
                 os.close(copy)
-
-
-def _point_handlers(old_streams, stream) -> list:
-    """Log handlers already writing to the old console streams write to the real console instead."""
-    moved = []
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in old_streams:
-            moved.append((handler, handler.setStream(stream)))
-    return moved
 
 
 def _warnings_to(path: Path):

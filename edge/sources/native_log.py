@@ -37,7 +37,7 @@ def native_output_scrubbed(uri: str):
         sys.stderr.flush()
         saved = os.dup(2)
         real = open(saved, "w", buffering=1, closefd=False, errors="replace")
-        moved = _point_handlers(real)
+        moved = point_handlers(real)
         os.dup2(sink.fileno(), 2)
         try:
             yield
@@ -65,16 +65,16 @@ def _sink():
         return open(os.devnull, "w+b")
 
 
-def _point_handlers(stream) -> list[tuple[logging.StreamHandler, object]]:
-    """Log handlers that write to fd 2 now write to `stream` (returned: what to restore)."""
+def point_handlers(stream, fds: tuple[int, ...] = (2,)) -> list[tuple[logging.StreamHandler, object]]:
+    """Root log handlers that write to one of `fds` now write to `stream` (returned: what to restore)."""
     moved = []
     for handler in logging.getLogger().handlers:
         target = getattr(handler, "stream", None)
         try:
-            on_fd2 = isinstance(handler, logging.StreamHandler) and target.fileno() == 2
+            on_fd = isinstance(handler, logging.StreamHandler) and target.fileno() in fds
         except (AttributeError, OSError, ValueError):
-            on_fd2 = False
-        if on_fd2:
+            on_fd = False
+        if on_fd:
             moved.append((handler, handler.setStream(stream)))
     return moved
 
