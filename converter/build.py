@@ -187,8 +187,7 @@ def build_bundle(run, tmp: Path, formats, calib: int, max_drop: float, qat: bool
     write_validation(tmp, validation)
 
     all_warnings = list(run.warnings) + warnings + built.warnings
-    if thresholds.get("note"):
-        all_warnings.append(thresholds["note"])
+    all_warnings += [n for n in (thresholds.get("note"), fit.info.get("note")) if n]
     metrics = {fmt: summarize(y_test, probs) | {"split": "test", "protocol": run.split_meta.get("protocol")}
                for fmt, probs in test_probs.items()}
     metrics["keras-float"] = summarize(y_test, float_test) | {"split": "test", "protocol": run.split_meta.get("protocol")}

@@ -43,7 +43,7 @@ def fit_box(run, primary: tuple[Path, str] | None, val_probs: np.ndarray, x_val,
     from edge.thresholds import choose_refer_below
     from converter.validate import run_format
     from edge.samples import DEFAULT_MIN_FIELDS
-    from trainer.calibrate import box_metrics, compare_pooling, fit_postprocess, sample_cutoff
+    from trainer.calibrate import box_metrics, compare_pooling, fit_postprocess, sample_cutoff, temperature_note
 
     model_prior, expected = priors(run)
     val_tta = run_format(primary[0], primary[1], x_val, tta=True)[0] if primary else None
@@ -70,6 +70,11 @@ def fit_box(run, primary: tuple[Path, str] | None, val_probs: np.ndarray, x_val,
             "val": {"without_tta": plain_box, "with_tta": tta_box, "tta_chosen": chosen.tta == "dihedral",
                     "ece_before": box_metrics(y_val, val_probs)["ece_box"], "accuracy": box_metrics(y_val, val_probs)["accuracy_box"]},
             "samples_val": pooling}
+    val_right = np.asarray(val_box).argmax(1) == np.asarray(y_val)
+    note = temperature_note(params.temperature, len(y_val), int((~val_right).sum()))
+    if note:
+        info["note"] = note
+        echo(note)
     slide_words = f", slide cut-off {slide['sample_refer_below']:.3f}" if slide else ""
     echo(f"post-processing: tta {params.tta}, temperature {params.temperature:.3f}, prior shift "
          f"{params.log_prior_shift}, pooling {params.pool}{slide_words}; validation ECE {100 * info['val']['ece_before']:.2f} % "

@@ -18,8 +18,8 @@ from edge.manifest import Manifest, load_manifest
 from edge.postprocess import PostProcess, postprocess
 from edge.postprocess import classify, dihedral, pool
 from edge.thresholds import choose_refer_below
-from trainer.calibrate import (box_metrics, class_prior, compare_pooling, fit_postprocess, fit_temperature,
-                               prior_shift, risk_coverage, sample_cutoff, synthetic_slides)
+from trainer.calibrate import (T_RANGE, box_metrics, class_prior, compare_pooling, fit_postprocess, fit_temperature,
+                               prior_shift, temperature_note, risk_coverage, sample_cutoff, synthetic_slides)
 from trainer.report import expected_calibration_error
 
 
@@ -122,6 +122,20 @@ def test_temperature_fit_recovers_known_temperature():
     y = np.array([rng.choice(4, p=q) for q in true])
     sharp = np.exp(logits * 3.0) / np.exp(logits * 3.0).sum(1, keepdims=True)  # T=3 would undo it
     assert abs(fit_temperature(y, sharp) - 3.0) < 0.3
+
+
+def test_temperature_stops_at_its_floor_when_validation_has_no_errors():
+    """Every validation field right: log-loss falls as T shrinks, so the fit would sharpen without end."""
+    rng = np.random.default_rng(5)
+    y = rng.choice(4, 300)
+    logits = rng.normal(size=(300, 4)) + 6.0 * np.eye(4)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert (probs.argmax(1) == y).all()
+    t = fit_temperature(y, probs)
+    assert t == pytest.approx(T_RANGE[0], rel=1e-3)
+    note = temperature_note(t, 300, 0)
+    assert "floor 0.5" in note and "300 fields, 0 wrong" in note
+    assert temperature_note(1.3, 300, 4) is None
 
 
 def test_pooling_choice_on_synthetic_slides():

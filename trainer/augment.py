@@ -15,6 +15,14 @@ from edge.errors import BadInput
 
 _ROTATE = {1: 2, 2: 1, 3: 0}  # rot90 k (counter-clockwise) -> cv2.ROTATE_* code
 
+# `train --augment`: the colour jitter that goes with the eight symmetries (None: no augmentation at all).
+# mild is the default; strong makes stain colour a weaker cue, so the model has to lean on shape.
+STRENGTHS: dict[str, dict | None] = {
+    "none": None,
+    "mild": {"brightness": 0.10, "contrast": 0.10, "hue_degrees": 4.0},
+    "strong": {"brightness": 0.25, "contrast": 0.25, "hue_degrees": 15.0},
+}
+
 
 def grey_axis_rotations(degrees) -> np.ndarray:
     """(B,) degrees -> (B, 3, 3) rotations of RGB space about the grey axis (1,1,1) (Rodrigues):

@@ -21,7 +21,10 @@ from edge.thresholds import choose_refer_below
 from trainer.plots import plot_reliability
 from trainer.report import expected_calibration_error
 
-T_RANGE = (0.05, 20.0)
+# The floor: on a validation split with (almost) no errors the log-loss keeps falling as T
+# shrinks, so an unbounded fit sharpens every field to ~100 % and a wrong field would be as
+# sure as a right one. 0.5 (odds at most squared) is as far as the kit trusts such a fit.
+T_RANGE = (0.5, 20.0)
 
 
 def class_prior(y, n_classes: int) -> np.ndarray:
@@ -48,7 +51,7 @@ def nll(y, probs) -> float:
 
 
 def fit_temperature(y, passes, shift: list[float] | None = None, tta: str = "none") -> float:
-    """The T in T_RANGE minimising the log-loss of postprocess(passes) on labelled images."""
+    """The T in T_RANGE minimising the log-loss of postprocess(passes) on labelled images (see T_RANGE)."""
     from scipy.optimize import minimize_scalar
 
     passes = _as_passes(passes)
@@ -61,6 +64,14 @@ def fit_temperature(y, passes, shift: list[float] | None = None, tta: str = "non
 
     res = minimize_scalar(loss, bounds=tuple(np.log(T_RANGE)), method="bounded", options={"xatol": 1e-4})
     return round(float(np.exp(res.x)), 5)
+
+
+def temperature_note(temperature: float, n_val: int, wrong: int) -> str | None:
+    """A manifest warning when the fit stopped at T_RANGE's floor, else None."""
+    if temperature > T_RANGE[0] * 1.001:
+        return None
+    return (f"temperature stopped at its floor {T_RANGE[0]}: validation ({n_val} fields, {wrong} wrong) has too few "
+            "errors to show how sure the model may be; its confidences are at most that sharp, not fitted")
 
 
 def box_metrics(y, box_probs) -> dict:

@@ -52,11 +52,13 @@ def default_workers(accelerated: bool) -> int:
 
 
 class TrainBatches(keras.utils.PyDataset):
-    """Shuffled batches of (uint8 images, int32 labels), augmented when `augment` is true."""
+    """Shuffled batches of (uint8 images, int32 labels), augmented when `augment` is true.
+
+    `jitter`: augment_batch's colour keywords (trainer.augment.STRENGTHS); None keeps its defaults."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0,
                  augment: bool = True, shuffle: bool = True, drop_remainder: bool = False,
-                 threads: int = 1, prefetch: int | None = None):
+                 threads: int = 1, prefetch: int | None = None, jitter: dict | None = None):
         super().__init__()  # Keras-side workers off: this class prefetches itself
         if len(x) != len(y):
             raise ValueError(f"{len(x)} images but {len(y)} labels")
@@ -65,6 +67,7 @@ class TrainBatches(keras.utils.PyDataset):
         self.x, self.y = x, np.asarray(y, dtype=np.int32)
         self.batch_size = int(batch_size)
         self.seed, self.augment, self.shuffle = seed, augment, shuffle
+        self.jitter = dict(jitter or {})
         self.drop_remainder = drop_remainder and len(x) >= batch_size
         self.epoch = 0
         self.prefetch = prefetch if prefetch is not None else max(1, threads) + 1  # bounded: memory and cores
@@ -92,7 +95,7 @@ class TrainBatches(keras.utils.PyDataset):
 
     def transform(self, xb: np.ndarray, yb: np.ndarray, rng: np.random.Generator):
         """The batch Keras gets from gathered images: augmented (x, y) here; subclasses make other pairs."""
-        return (augment_batch(xb, rng) if self.augment else xb), yb
+        return (augment_batch(xb, rng, **self.jitter) if self.augment else xb), yb
 
     def on_epoch_end(self) -> None:
         with self._lock:

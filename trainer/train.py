@@ -34,7 +34,7 @@ from edge.manifest import LABELS, InputSpec
 from edge.stain import fit_stain_norm
 from edge.stain import normalize as stain_normalize  # the step preprocess ends with
 from trainer import neardup
-from trainer.augment import smote_balance
+from trainer.augment import STRENGTHS, smote_balance
 from trainer.baseline import baseline_accuracy, compare
 from trainer.calibrate import class_prior, model_report
 from trainer.data import (check_every_class, item_key, load_images, remove_duplicates, report_skipped, scan,
@@ -51,6 +51,7 @@ from trainer.validation import BN_RECAL_IMAGES, make_validation_callback
 log = logging.getLogger(__name__)
 
 HEAD_LR_FACTOR = 0.1  # fine-tuning learning rate = lr * this
+LR_SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -69,6 +70,10 @@ class TrainConfig:
     width: float = 1.0
     cnn_depth: int = 2  # custom CNN convolutions per block after the first; 1 = the paper's design
     dropout: float = 0.2
+    augment: str = "mild"  # colour jitter with the eight symmetries: trainer.augment.STRENGTHS
+    label_smoothing: float = 0.0
+    ema: float = 0.0  # momentum of an exponential moving average of the weights; 0 off
+    lr_schedule: str = "cosine"  # after the warm-up: cosine decay to 1 %, or constant
     smote: bool = True
     split: str = "image"
     ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)
@@ -171,20 +176,40 @@ def split_near_duplicates(kept, test_items, cfg: TrainConfig):
     return kept, splits, neardup.summary(groups, moved, len(near_test), cfg.near_dup_distance)
 
 
-def _compile(model, lr: float, steps: int, epochs: int, warmup_epochs: float):
+def _compile(model, cfg: TrainConfig, lr: float, steps: int, epochs: int, warmup_epochs: float):
     import keras
 
     total = max(1, steps * epochs)
     warmup = min(total // 2, max(1, round(steps * warmup_epochs))) if total > 1 else 0
+    floor = 0.01 if cfg.lr_schedule == "cosine" else 1.0  # CosineDecay with alpha 1 stays at its peak
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=lr * 0.01, decay_steps=max(1, total - warmup), alpha=0.01,
+        initial_learning_rate=lr * 0.01, decay_steps=max(1, total - warmup), alpha=floor,
         warmup_target=lr if warmup else None, warmup_steps=warmup)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"], jit_compile=jit_compile())
+    loss = "sparse_categorical_crossentropy"
+    if cfg.label_smoothing:
+        from trainer.losses import SmoothedSparseCrossentropy
+
+        loss = SmoothedSparseCrossentropy(cfg.label_smoothing, len(cfg.labels))
+    optimizer = keras.optimizers.Adam(schedule, use_ema=cfg.ema > 0, ema_momentum=cfg.ema or 0.99)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit_compile())
+
+
+def check_knobs(cfg: TrainConfig) -> None:
+    """BadInput naming the first training knob out of range."""
+    if cfg.augment not in STRENGTHS:
+        raise BadInput(f"--augment {cfg.augment!r}: unknown (choose from {', '.join(STRENGTHS)})")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise BadInput(f"--lr-schedule {cfg.lr_schedule!r}: unknown (choose from {', '.join(LR_SCHEDULES)})")
+    if not 0 <= cfg.label_smoothing < 0.5:
+        raise BadInput(f"--label-smoothing {cfg.label_smoothing}: must be in [0, 0.5)")
+    if not 0 <= cfg.ema < 1:
+        raise BadInput(f"--ema {cfg.ema}: must be in [0, 1) (0 off; 0.99 averages about the last 100 steps)")
 
 
 def fit(cfg: TrainConfig, data: TrainingData, run: Path):
     """Build and train; returns (model, weights_source, history dict, train img/s, epochs run)."""
+    import keras
+
     from trainer.pipeline import TrainBatches, default_workers  # imports keras: start-up cost
 
     x_train, y_train = data.x["train"], data.y["train"]
@@ -199,7 +224,9 @@ def fit(cfg: TrainConfig, data: TrainingData, run: Path):
     epochs = cfg.epochs or default_epochs(pretrained)
     # Full batches only: one input shape, so XLA compiles the training step once.
     workers = cfg.workers if cfg.workers is not None else default_workers(accelerated())
-    batches = TrainBatches(x_train, y_train, cfg.batch, seed=cfg.seed, drop_remainder=True, threads=workers)
+    jitter = STRENGTHS[cfg.augment]
+    batches = TrainBatches(x_train, y_train, cfg.batch, seed=cfg.seed, drop_remainder=True, threads=workers,
+                           augment=jitter is not None, jitter=jitter)
     steps = len(batches)
     rng = np.random.default_rng(cfg.seed)
     recal = data.x["train"][rng.permutation(len(data.x["train"]))[: cfg.bn_recal_images]]
@@ -224,11 +251,13 @@ def fit(cfg: TrainConfig, data: TrainingData, run: Path):
                 freeze_base(model)
             elif name == "fine-tune":
                 unfreeze_upper_base(model, record.fine_tune_from)
-            _compile(model, lr, steps, n_epochs, warmup)
+            _compile(model, cfg, lr, steps, n_epochs, warmup)
         if cfg.verbose:
             print(f"phase {name}: {n_epochs} epochs, peak lr {lr:g}, {len(x_train)} training images/epoch",
                   flush=True)
-        h = model.fit(batches, epochs=done + n_epochs, initial_epoch=done, callbacks=callbacks,
+        # With --ema the averaged weights are swapped in before validation, so they are what is scored and kept.
+        swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if cfg.ema else []
+        h = model.fit(batches, epochs=done + n_epochs, initial_epoch=done, callbacks=swap + callbacks,
                       shuffle=False, verbose=0)  # TrainBatches shuffles itself; trainer.progress reports
         ran = len(h.history.get("loss", []))
         if cfg.verbose and ran < n_epochs:
@@ -256,6 +285,7 @@ def train(cfg: TrainConfig) -> dict:
     start = time.perf_counter()
     run = Path(cfg.out)
     architecture(cfg.arch)  # BadInput for an unknown one, before any work
+    check_knobs(cfg)
     if not Path(cfg.data).is_dir():
         raise BadInput(f"--data {cfg.data}: not a folder")
     if cfg.weights not in ("auto", "imagenet", "none") and not Path(cfg.weights).is_file():
@@ -285,7 +315,8 @@ def train(cfg: TrainConfig) -> dict:
                "duplicates_removed": m["duplicates_removed"], "near_duplicates": m.get("near_duplicates"),
                "fingerprint": m["fingerprint"],
                "test_source": m["test_root"] or f"{m['protocol']} split of {m['data_root']}"},
-        smote=cfg.smote, weights=source, weights_requested=cfg.weights, arch=cfg.arch, img_size=cfg.img_size,
+        smote=cfg.smote, augment=cfg.augment, label_smoothing=cfg.label_smoothing, ema=cfg.ema,
+        lr_schedule=cfg.lr_schedule, weights=source, weights_requested=cfg.weights, arch=cfg.arch, img_size=cfg.img_size,
         **sizing(cfg.arch, cfg), recipe=cfg.recipe, epochs=epochs_run,
         best_epoch=history["best_epoch"], stain_norm=cfg.stain_norm, train_img_per_s=round(img_per_s, 1))
     expected = class_prior(data.y["train"], len(LABELS))  # before SMOTE: the data's own prior

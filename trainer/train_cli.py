@@ -12,10 +12,11 @@ from pathlib import Path
 
 from edge.argtypes import positive_int
 from edge.stain import METHODS as STAIN_METHODS
+from trainer.augment import STRENGTHS
 from trainer.models import ARCHS
 from trainer.recipes import RECIPES, resolve
 from trainer.report import format_table
-from trainer.train import TrainConfig, train
+from trainer.train import LR_SCHEDULES, TrainConfig, train
 
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
@@ -45,6 +46,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=float,
                         help=f"custom CNN filter multiplier ({default_note('width')}; 1.0 = 32-64-128-256)")
     parser.add_argument("--dropout", type=float, help=f"dropout before the classifier ({default_note('dropout')})")
+    parser.add_argument("--augment", choices=tuple(STRENGTHS),
+                        help="colour jitter with the eight symmetries of the field: none (no augmentation), mild "
+                             f"(brightness and contrast +-10 %%, hue +-4 deg) or strong (+-25 %%, +-15 deg) "
+                             f"({default_note('augment')})")
+    parser.add_argument("--label-smoothing", type=float,
+                        help=f"smooth the training targets by this much, 0-0.5 ({default_note('label_smoothing')})")
+    parser.add_argument("--ema", type=float,
+                        help="validate, keep and save an exponential moving average of the weights with this "
+                             f"momentum, e.g. 0.99; 0 off ({default_note('ema')})")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                        help=f"after the warm-up: cosine decay to 1 %% of the peak, or constant "
+                             f"({default_note('lr_schedule')})")
     parser.add_argument("--smote", action=argparse.BooleanOptionalAction,
                         help=f"balance the training split with SMOTE ({default_note('smote')}; see docs/data.md)")
     parser.add_argument("--split", choices=("image", "block"),
