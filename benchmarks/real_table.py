@@ -2,6 +2,7 @@
 there is read from the files that `leukedge train` and `leukedge convert` wrote, not copied.
 
     python benchmarks/real_table.py RUN BUNDLE [RUN BUNDLE ...]
+    python benchmarks/real_table.py --knobs RUN [RUN ...]     # one knob's effect per row, no bundle needed
 
 Columns: architecture and size, epochs (best), internal-split test accuracy of the float model,
 the colour baseline on the same split, int8 as the box decides (TTA and calibration as fitted),
@@ -37,9 +38,34 @@ def row(run: Path, bundle: Path) -> str:
             f"{flags} |")
 
 
+# the knobs a run can differ in, with the value a run that does not record one had
+KNOB_DEFAULTS = {"img_size": 224, "smote": True, "augment": "mild", "label_smoothing": 0.0, "ema": 0.0,
+                 "lr_schedule": "cosine"}
+KNOB_HEADER = ("| knobs | epochs (best) | best val % | float test % | as the box decides (float) % | ECE box % | "
+               "colour baseline % | wall min | train img/s |")
+
+
+def knob_row(run: Path) -> str:
+    """A row for the knob table: the run's settings that differ from the kit's defaults, and its figures."""
+    report = json.loads((run / "report.json").read_text())
+    history = json.loads((run / "history.json").read_text())
+    knobs = [f"{k.replace('_', ' ')} {report.get(k, v)}" for k, v in KNOB_DEFAULTS.items()
+             if report.get(k, v) != v and k != "img_size"]
+    name = f"{report['img_size']} px" + (", " + ", ".join(knobs) if knobs else "")
+    return (f"| {name} | {report['epochs']} ({report['best_epoch']}) | {100 * max(history['val_accuracy']):.2f} | "
+            f"{100 * report['accuracy']:.2f} | {100 * report['accuracy_box']:.2f} | {100 * report['ece_box']:.2f} | "
+            f"{100 * report['baseline_accuracy']:.2f} | {report['wall_s'] / 60:.1f} | {report['train_img_per_s']:.0f} |")
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--knobs"] and len(argv) > 1:
+        print(KNOB_HEADER)
+        print("|" + "---|" * (KNOB_HEADER.count("|") - 1))
+        for run in argv[1:]:
+            print(knob_row(Path(run)))
+        return 0
     if len(argv) < 2 or len(argv) % 2:
-        print("usage: real_table.py RUN BUNDLE [RUN BUNDLE ...]", file=sys.stderr)
+        print("usage: real_table.py RUN BUNDLE [RUN BUNDLE ...] | --knobs RUN [RUN ...]", file=sys.stderr)
         return 2
     print(HEADER)
     print("|" + "---|" * (HEADER.count("|") - 1))
