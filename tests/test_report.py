@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from edge.manifest import LABELS
-from trainer.baseline import baseline_accuracy, color_features, compare, fit_color_baseline, predict_color_baseline
+from trainer.baseline import (baseline_accuracy, color_features, compare, fit_color_baseline, min_leaf,
+                              predict_color_baseline)
 from trainer.report import classification_report, expected_calibration_error, format_table
 
 REPORT_KEYS = {"accuracy", "labels", "per_class", "macro_f1", "confusion_matrix", "roc_auc_ovr", "ece", "n"}
@@ -97,6 +98,18 @@ def test_baseline_learns_colour_and_fails_without_it():
         r, c = divmod(int(label), 2)
         shapes[i, r * 8:r * 8 + 8, c * 8:c * 8 + 8] = 200
     assert baseline_accuracy(shapes[:80], y[:80], shapes[80:], y[80:]) <= 0.5
+
+
+def test_baseline_learns_colour_from_a_few_labels_per_class():
+    """Seven or eight training images per class (10 labels, a quarter kept for validation):
+    scikit-learn's default leaf of 20 could not split at all (every image one class, 25 %);
+    the baseline shrinks its leaves to one class's share."""
+    rng = np.random.default_rng(1)
+    y = np.arange(140) % 4
+    tint = np.array([[200, 60, 60], [60, 200, 60], [60, 60, 200], [200, 200, 60]], np.uint8)
+    x = (tint[y][:, None, None, :] + rng.integers(0, 40, (140, 16, 16, 3))).astype(np.uint8)
+    assert baseline_accuracy(x[:30], y[:30], x[40:], y[40:]) >= 0.85
+    assert min_leaf(40, 4) == 10 and min_leaf(1000, 4) == 20 and min_leaf(6, 4) == 2
 
 
 def test_compare_and_table():
