@@ -9,6 +9,7 @@ and writes OUT/fewlabels.json.
 
     python benchmarks/real_fewlabels.py RUN --out OUT [--arch custom_cnn] [--size 128] [--labels 10,25,50]
         [--seeds 3] [--pretrain-epochs 30] [--steps 150] [--width 0.5] [--cnn-depth 1] [--data-root DIR]
+    python benchmarks/real_fewlabels.py --rescore-baseline OUT   # refit the colour baselines, reprint
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.fewlabels import INITS, compare_on_split  # noqa: E402
+from trainer.fewlabels import INITS, compare_on_split, rescore_baselines  # noqa: E402
 
 
 def table(result: dict) -> str:
@@ -38,7 +39,16 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def rescore(out: Path) -> None:
+    result = rescore_baselines(out, json.loads((out / "fewlabels.json").read_text()))
+    (out / "fewlabels.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print(table(result))
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--rescore-baseline"] and len(sys.argv) == 3:
+        rescore(Path(sys.argv[2]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a RUN folder (its split.json names the images)")
     parser.add_argument("--out", type=Path, required=True)

@@ -68,3 +68,8 @@ def test_real_fewlabels_benchmark_runs_on_a_run_folder(tmp_path):
     result = json.loads((out / "fewlabels.json").read_text())
     assert {(r["labels"], r["init"]) for r in result["rows"]} == {(4, "random init"), (4, "VICReg")}
     assert all(r["n"] == result["n_test"] for r in result["rows"])
+    before = [r["baseline_accuracy"] for r in result["rows"]]
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks/real_fewlabels.py"), "--rescore-baseline", str(out)],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [r["baseline_accuracy"] for r in json.loads((out / "fewlabels.json").read_text())["rows"]] == before

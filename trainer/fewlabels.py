@@ -26,6 +26,24 @@ from trainer.train import TrainConfig, train
 INITS = ("random init", "VICReg")
 
 
+def run_name(init: str, labels: int, seed: int) -> str:
+    """The folder of one fine-tuning run under compare_on_split's root."""
+    return f"{init.replace(' ', '_')}-{labels}-{seed}"
+
+
+def rescore_baselines(root: Path, result: dict) -> dict:
+    """Refit each row's colour baseline on its run's own training split with the current
+    trainer.baseline (a result written before a baseline fix stays comparable); returns result."""
+    from trainer.baseline import baseline_accuracy
+    from trainer.run import load_run, load_split
+
+    for row in result["rows"]:
+        run = load_run(Path(root) / run_name(row["init"], row["labels"], row["seed"]))
+        (x_tr, y_tr), (x_te, y_te) = load_split(run, "train"), load_split(run, "test")
+        row["baseline_accuracy"] = baseline_accuracy(x_tr, y_tr, x_te, y_te, row["seed"])
+    return result
+
+
 def split_few(data: Path, few: Path, rest: Path, labels: int) -> None:
     """The first `labels` files of each class folder to `few`, the others to `rest`."""
     for folder in sorted((data / "Original").iterdir()):
@@ -119,7 +137,7 @@ def compare_on_split(split_json: Path, root: Path, arch: str = "custom_cnn", siz
             shutil.rmtree(few, ignore_errors=True)
             link_split(split_json, "train", few, data_root, per_class=labels, seed=seed)
             for name, weights in zip(INITS, ("none", pre["weights"])):
-                out = root / f"{name.replace(' ', '_')}-{labels}-{seed}"
+                out = root / run_name(name, labels, seed)
                 r = fine_tune(few, test_dir, out, arch, weights, size, seed, sizing, steps=steps)
                 rows.append({"labels": labels, "init": name, "seed": seed, "accuracy": float(r["accuracy"]),
                              "baseline_accuracy": float(r["baseline_accuracy"]), "n": r["n"],
