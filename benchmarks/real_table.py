@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainer.train import TrainConfig  # noqa: E402
 
 HEADER = ("| model | epochs (best) | float test % | colour baseline % | int8 on the box % | ECE box % | "
           "slide cut-off | wall min | train img/s | guard flags: val / stain / 2x |")
@@ -38,9 +43,9 @@ def row(run: Path, bundle: Path) -> str:
             f"{flags} |")
 
 
-# the knobs a run can differ in, with the value a run that does not record one had
-KNOB_DEFAULTS = {"img_size": 224, "smote": True, "augment": "mild", "label_smoothing": 0.0, "ema": 0.0,
-                 "lr_schedule": "cosine"}
+# the knobs a run can differ in, with the kit's default (what a run that does not record one had)
+KNOBS = ("img_size", "smote", "augment", "label_smoothing", "ema", "lr_schedule")
+KNOB_DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.name in KNOBS}
 KNOB_HEADER = ("| knobs | epochs (best) | best val % | float test % | as the box decides (float) % | ECE box % | "
                "colour baseline % | wall min | train img/s |")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.manifest import LABELS
 from tests.test_models import tinted_dataset
 from trainer.fewlabels import link_split
 
@@ -24,28 +25,28 @@ def _split(tmp_path: Path, paths: dict[str, list[str]]) -> Path:
             (data / label / name).write_bytes(b"x")
             items.append({"path": f"{label}/{name}", "label": label})
     split = tmp_path / "split.json"
-    split.write_text(json.dumps({"data_root": str(data), "labels": list(paths),
-                                 "splits": {"train": items, "test": items[:2]}}))
+    split.write_text(json.dumps({"schema": 1, "data_root": str(data), "labels": list(LABELS),
+                                 "splits": {"train": items, "val": [], "test": items[:2]}}))
     return split
 
 
 def test_link_split_draws_per_class_by_seed_and_never_copies(tmp_path):
-    split = _split(tmp_path, {"A": [f"a{i}.jpg" for i in range(10)], "B": [f"b{i}.jpg" for i in range(10)]})
+    split = _split(tmp_path, {"Benign": [f"a{i}.jpg" for i in range(10)], "Pro": [f"b{i}.jpg" for i in range(10)]})
     picks = {}
     for seed in (0, 0, 1):
         dst = tmp_path / f"few{seed}-{len(picks)}"
         assert link_split(split, "train", dst, per_class=3, seed=seed) == 6
         files = sorted(dst.rglob("*.jpg"))
-        assert all(f.is_symlink() for f in files) and {f.parent.name for f in files} == {"A", "B"}
+        assert all(f.is_symlink() for f in files) and {f.parent.name for f in files} == {"Benign", "Pro"}
         picks.setdefault(seed, []).append(sorted(f.resolve().name for f in files))
     assert picks[0][0] == picks[0][1] != picks[1][0]  # the seed decides the draw
     assert link_split(split, "train", tmp_path / "all") == 20
 
 
 def test_link_split_refuses_a_path_outside_the_data_root(tmp_path):
-    split = _split(tmp_path, {"A": ["a.jpg"]})
+    split = _split(tmp_path, {"Benign": ["a.jpg"]})
     meta = json.loads(split.read_text())
-    meta["splits"]["train"].append({"path": "../split.json", "label": "A"})
+    meta["splits"]["train"].append({"path": "../split.json", "label": "Benign"})
     split.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="outside"):
         link_split(split, "train", tmp_path / "out")

@@ -50,9 +50,9 @@ def symmetry(img: np.ndarray, k: int, flip: int) -> np.ndarray:
 def augment_batch(
     x: np.ndarray,
     rng: np.random.Generator,
-    brightness: float = 0.10,
-    contrast: float = 0.10,
-    hue_degrees: float = 4.0,
+    brightness: float = STRENGTHS["mild"]["brightness"],
+    contrast: float = STRENGTHS["mild"]["contrast"],
+    hue_degrees: float = STRENGTHS["mild"]["hue_degrees"],
 ) -> np.ndarray:
     """Randomly transform each image of a uint8 (B, H, W, 3) batch; returns a new uint8 batch.
 

@@ -11,15 +11,16 @@ per seed, and both are scored on fields never used for training. Two sources:
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from trainer.baseline import baseline_accuracy
 from trainer.models import architecture
 from trainer.pretrain import PretrainConfig, pretrain
+from trainer.run import load_run, load_split, read_split
 from trainer.synth.fields import generate_dataset
 from trainer.train import TrainConfig, train
 
@@ -34,9 +35,6 @@ def run_name(init: str, labels: int, seed: int) -> str:
 def rescore_baselines(root: Path, result: dict) -> dict:
     """Refit each row's colour baseline on its run's own training split with the current
     trainer.baseline (a result written before a baseline fix stays comparable); returns result."""
-    from trainer.baseline import baseline_accuracy
-    from trainer.run import load_run, load_split
-
     for row in result["rows"]:
         run = load_run(Path(root) / run_name(row["init"], row["labels"], row["seed"]))
         (x_tr, y_tr), (x_te, y_te) = load_split(run, "train"), load_split(run, "test")
@@ -83,7 +81,7 @@ def compare(root: Path, arch: str = "custom_cnn", per_class: int = 150, labels: 
     result: dict = {"pretrain": pre, "labels_per_class": labels, "look": look, "size": size}
     for name, weights in zip(INITS, ("none", pre["weights"])):
         for seed in seeds:
-            report = fine_tune(few, rest, root / f"{name.replace(' ', '_')}-{seed}", arch, weights, size, seed, small,
+            report = fine_tune(few, rest, root / run_name(name, labels, seed), arch, weights, size, seed, small,
                                epochs=epochs)
             result.setdefault(name, []).append(float(report["accuracy"]))
             result["n"] = report["n"]
@@ -93,23 +91,23 @@ def compare(root: Path, arch: str = "custom_cnn", per_class: int = 150, labels: 
 
 def link_split(split_json: Path, name: str, dst: Path, data_root: Path | None = None,
                per_class: int | None = None, seed: int = 0) -> int:
-    """Symlink split `name` of a RUN's split.json into class folders under `dst` (all of it, or
-    `per_class` files of each class drawn with `seed`); returns the number linked. No image is copied."""
-    meta = json.loads(Path(split_json).read_text())
-    root = Path(data_root or meta["data_root"])
-    items = meta["splits"][name]
+    """Symlink split `name` of a RUN's split.json (read as trainer.run reads it, re-rooted at
+    `data_root`) into class folders under `dst`: all of it, or `per_class` files of each class
+    drawn with `seed`; returns the number linked. No image is copied, and none outside its root."""
+    info = read_split(Path(split_json), data=data_root)
+    roots = {Path(p).resolve() for p in (data_root or info.meta["data_root"], info.meta.get("test_root")) if p}
     rng = np.random.default_rng(seed)
     linked = 0
-    for label in meta["labels"]:
-        paths = sorted(i["path"] for i in items if i["label"] == label)
+    for label in info.meta["labels"]:
+        paths = sorted(i.path for i in info.splits[name] if i.label == label)
         if per_class is not None:
             paths = [paths[k] for k in sorted(rng.choice(len(paths), min(per_class, len(paths)), replace=False))]
         (dst / label).mkdir(parents=True, exist_ok=True)
-        for rel in paths:
-            target = (root / rel).resolve()
-            if not target.is_relative_to(root.resolve()):
-                raise ValueError(f"{split_json}: {rel} lies outside {root}")
-            (dst / label / f"{linked:05d}-{Path(rel).name}").symlink_to(target)
+        for path in paths:
+            target = path.resolve()
+            if not any(target.is_relative_to(r) for r in roots):
+                raise ValueError(f"{split_json}: {path} lies outside the data folders")
+            (dst / label / f"{linked:05d}-{path.name}").symlink_to(target)
             linked += 1
     return linked
 
